@@ -1,0 +1,17 @@
+# Visual Behavior 2P release -> analysis-ready Zarr stores and figures. Stages live in workflow/rules/*.smk.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,43 @@
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# The library lives in workflow/vb2p: importable here and in every job, whichever environment runs it.
+LIBRARY_DIR = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, LIBRARY_DIR)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (LIBRARY_DIR, os.environ.get("PYTHONPATH")) if p
+)
+
+
+envvars:
+    "PYTHONPATH",
+
+
+from vb2p import layout
+from vb2p.config import validate_config
+from vb2p.errors import ConfigError
+
+try:
+    config.update(validate_config(config))
+except ConfigError as error:
+    raise WorkflowError(str(error))
+
+LOGS = "results/logs"
+BENCHMARKS = "results/benchmarks"
+DEMO = config.get("demo")
+
+
+def demo_manifest():
+    """The file whose appearance marks a finished demo release (written last, atomically)."""
+    root = Path(DEMO["out"]) / layout.RELEASE_PREFIX
+    return str(root / layout.manifest_key(DEMO["manifest_version"]))
+
+
+def final_outputs():
+    outputs = []
+    if DEMO:
+        outputs.append(demo_manifest())
+    return outputs

@@ -1,0 +1,3 @@
+from vb2p.cli import main
+
+raise SystemExit(main())

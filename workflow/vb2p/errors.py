@@ -1,0 +1,29 @@
+"""Errors for bad input: each names the offending thing (key, file, column, URL) and what to do about it."""
+
+
+class Vb2pError(Exception):
+    """Base class: the command line prints these without a traceback."""
+
+
+class ConfigError(Vb2pError):
+    pass
+
+
+class ManifestError(Vb2pError):
+    pass
+
+
+class DownloadError(Vb2pError):
+    pass
+
+
+class TableError(Vb2pError):
+    pass
+
+
+class SelectionError(Vb2pError):
+    pass
+
+
+class NwbError(Vb2pError):
+    pass
