@@ -28,3 +28,45 @@ def demo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_root(demo_dir) -> Path:
     return demo_dir / "visual-behavior-ophys"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 server on loopback: the real protocol, through the same boto3 code as the real bucket."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def publisher_client(endpoint_url: str):
+    """A signed client (fake credentials) for uploading; the workflow itself reads anonymously."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name="us-west-2",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def release_config(url: str, cache_dir, endpoint_url: str | None = None, version: str = "latest", **selection) -> dict:
+    from vb2p.config import validate_config
+
+    return validate_config(
+        {
+            "release": {"url": str(url), "endpoint_url": endpoint_url, "manifest_version": version},
+            "cache_dir": str(cache_dir),
+            "download": {"retries": 2},
+            "selection": selection,
+        }
+    )

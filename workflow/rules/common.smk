@@ -17,6 +17,7 @@ envvars:
 
 
 from vb2p import layout
+from vb2p.overview import OVERVIEW_TABLES
 from vb2p.config import validate_config
 from vb2p.errors import ConfigError
 
@@ -27,6 +28,8 @@ except ConfigError as error:
 
 LOGS = "results/logs"
 BENCHMARKS = "results/benchmarks"
+RELEASE_RECORD = "results/release/release.json"
+SELECTION = "results/selection/experiments.csv"
 DEMO = config.get("demo")
 
 
@@ -36,8 +39,14 @@ def demo_manifest():
     return str(root / layout.manifest_key(DEMO["manifest_version"]))
 
 
+def demo_release_inputs():
+    """The sync step reads the demo release once it is written (nothing when reading a real bucket)."""
+    return [demo_manifest()] if DEMO else []
+
+
 def final_outputs():
-    outputs = []
-    if DEMO:
-        outputs.append(demo_manifest())
-    return outputs
+    return [
+        RELEASE_RECORD,
+        *expand("results/overview/{name}.csv", name=OVERVIEW_TABLES),
+        SELECTION,
+    ]

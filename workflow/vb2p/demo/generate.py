@@ -36,6 +36,7 @@ from vb2p.demo.design import (
 )
 from vb2p.errors import Vb2pError
 from vb2p.hashing import file_blake2b
+from vb2p.source import VERSIONS_DIR
 
 GROUND_TRUTH_DIR = "ground_truth"
 STATE_FILE = "demo_release.json"
@@ -155,6 +156,15 @@ def _plane_info(design: ReleaseDesign, session: BehaviorSession, experiment: Exp
     )
 
 
+def retire_version(root: Path, key: str) -> None:
+    """Keep the current version of a file that is about to change, as a versioned bucket keeps old versions:
+    under <root>/.versions/<version_id>/<key>, where a local mirror serves a pinned older version from."""
+    current = root / key
+    retired = root / VERSIONS_DIR / version_id_for(key, file_blake2b(current)) / key
+    retired.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(current, retired)
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary name so an interrupted generator never leaves a file that looks complete."""
     partial = path.with_name(f"{path.stem}.partial{path.suffix}")
@@ -208,15 +218,21 @@ def generate_release(
         ("ophys_experiment_table", tables.ophys_experiment_table(design, revised, revision)),
         ("ophys_cells_table", tables.ophys_cells_table(design)),
     ):
-        path = root / layout.metadata_key(table_name)
+        key = layout.metadata_key(table_name)
+        path = root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda p, t=table: tables.write_csv(t, p))
+        _atomic_write(path.with_name("." + path.name), lambda p, t=table: tables.write_csv(t, p))
+        if path.exists() and file_blake2b(path) != file_blake2b(path.with_name("." + path.name)):
+            retire_version(root, key)
+        os.replace(path.with_name("." + path.name), path)
 
     jobs_experiment, jobs_behavior = [], []
     for experiment in design.experiments():
         key = layout.experiment_key(experiment.ophys_experiment_id)
         content_revision = revision if experiment.ophys_experiment_id in revised else state["files"].get(key, {}).get("revision", 0)
         if not _is_current(root / key, state["files"].get(key), content_revision):
+            if (root / key).exists():
+                retire_version(root, key)
             jobs_experiment.append((seed, size, experiment.ophys_experiment_id, content_revision, root / key))
             state["files"][key] = {"revision": content_revision}
     for session in design.sessions:

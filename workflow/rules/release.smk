@@ -1,0 +1,48 @@
+rule sync_metadata:
+    input:
+        demo_release_inputs(),
+    output:
+        record=RELEASE_RECORD,
+    log:
+        f"{LOGS}/sync_metadata.log",
+    benchmark:
+        f"{BENCHMARKS}/sync_metadata.tsv"
+    localrule: True
+    conda:
+        "../../envs/release.yaml"
+    params:
+        config={key: config[key] for key in ("release", "cache_dir", "download")},
+    script:
+        "../../scripts/sync_metadata.py"
+
+
+rule release_overview:
+    input:
+        record=RELEASE_RECORD,
+    output:
+        tables=expand("results/overview/{name}.csv", name=OVERVIEW_TABLES),
+    log:
+        f"{LOGS}/release_overview.log",
+    benchmark:
+        f"{BENCHMARKS}/release_overview.tsv"
+    conda:
+        "../../envs/release.yaml"
+    script:
+        "../../scripts/release_overview.py"
+
+
+checkpoint select_experiments:
+    input:
+        record=RELEASE_RECORD,
+    output:
+        experiments=SELECTION,
+    log:
+        f"{LOGS}/select_experiments.log",
+    benchmark:
+        f"{BENCHMARKS}/select_experiments.tsv"
+    conda:
+        "../../envs/release.yaml"
+    params:
+        selection=config["selection"],
+    script:
+        "../../scripts/select_experiments.py"
