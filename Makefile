@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config/demo.yaml
+# AllenSDK 2.16.2 in a venv of its own: a peer for interoperability tests and benchmarks, never a dependency.
+ALLENSDK_VENV := .venv-allensdk
 
 .PHONY: run test lint lock clean
 
@@ -17,8 +19,17 @@ $(STAMP): requirements/lock.txt pyproject.toml
 run: $(STAMP)
 	$(BIN)/snakemake --profile profiles/default --configfile $(CONFIG)
 
+$(ALLENSDK_VENV)/.installed: requirements/allensdk-lock.txt
+	rm -rf $(ALLENSDK_VENV) .venv-allensdk-failed.log
+	($(PYTHON) -m venv $(ALLENSDK_VENV) && $(ALLENSDK_VENV)/bin/pip install --quiet -r requirements/allensdk-lock.txt) \
+		> .venv-allensdk-install.log 2>&1 \
+		&& touch $@ && rm .venv-allensdk-install.log \
+		|| (mv .venv-allensdk-install.log .venv-allensdk-failed.log; rm -rf $(ALLENSDK_VENV); \
+		    echo "AllenSDK venv could not be installed; its tests will be skipped (.venv-allensdk-failed.log)" >&2)
+
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: $(STAMP)
+# The AllenSDK venv is optional: where it cannot install, the tests that need it skip and say why.
+test: $(STAMP) $(ALLENSDK_VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

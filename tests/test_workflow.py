@@ -29,7 +29,7 @@ def test_snakefmt_check_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_demo_run_generates_the_release(tmp_path):
+def test_demo_run_syncs_the_release_writes_the_overview_and_the_selection(tmp_path):
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["demo"].update(duration_s=30, cells_per_plane=6, mice=2)
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
@@ -39,5 +39,51 @@ def test_demo_run_generates_the_release(tmp_path):
     manifest = tmp_path / "resources/demo_release/visual-behavior-ophys/manifests"
     manifest = json.loads((manifest / "visual-behavior-ophys_project_manifest_v1.0.0.json").read_text())
     assert len(manifest["data_files"]) > 0
-    assert (tmp_path / "results/logs/demo_release.log").exists()
-    assert (tmp_path / "results/benchmarks/demo_release.tsv").exists()
+    for step in ("demo_release", "sync_metadata", "release_overview", "select_experiments"):
+        assert (tmp_path / f"results/logs/{step}.log").exists(), step
+        assert (tmp_path / f"results/benchmarks/{step}.tsv").exists(), step
+    assert (tmp_path / "cache/demo/_manifest_last_used.txt").exists()
+    summary = (tmp_path / "results/overview/summary.csv").read_text()
+    assert "mice,2" in summary
+    selected = (tmp_path / "results/selection/experiments.csv").read_text().splitlines()
+    assert len(selected) - 1 == int(summary.split("ophys_experiments,")[1].split()[0])  # no filters: everything
+
+
+def test_local_mirror_and_s3_server_give_identical_workflow_results(tmp_path, demo_root, s3_server):
+    from conftest import publisher_client
+
+    from vb2p.demo.publish import publish_release
+
+    publish_release(demo_root, publisher_client(s3_server), bucket="vbo-workflow")
+    releases = {
+        "local": {"url": str(demo_root)},
+        "s3": {"url": "s3://vbo-workflow/visual-behavior-ophys", "endpoint_url": s3_server},
+    }
+    for name, release in releases.items():
+        config = {
+            "release": release,
+            "cache_dir": str(tmp_path / name / "cache"),
+            "selection": {"filters": {"equipment_name": "MESO.1", "session_number": 1}, "expand": "container"},
+        }
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path / name), "--configfile",
+                           str(tmp_path / f"{name}.yaml"), "--cores", "2")
+        assert result.returncode == 0, result.stderr[-3000:]
+    outputs = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local/results").rglob("*.csv"))
+    assert len(outputs) >= 11
+    for relative in outputs:
+        assert (tmp_path / "local" / relative).read_bytes() == (tmp_path / "s3" / relative).read_bytes(), relative
+    selection = (tmp_path / "local/results/selection/experiments.csv").read_text().splitlines()
+    assert len(selection) - 1 == 15  # the demo's Mesoscope containers, all their sessions
+
+
+def test_an_empty_selection_stops_the_run_with_a_message(tmp_path, demo_root):
+    config = {"release": {"url": str(demo_root)}, "cache_dir": str(tmp_path / "cache"),
+              "selection": {"filters": {"targeted_structure": "VISam"}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "w"), "--configfile", str(tmp_path / "c.yaml"),
+                       "--cores", "1")
+    assert result.returncode != 0
+    log = (tmp_path / "w/results/logs/select_experiments.log").read_text()
+    assert "selection.filters.targeted_structure" in log and "VISl, VISp" in log
+    assert not (tmp_path / "w/results/selection/experiments.csv").exists()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from vb2p.errors import Vb2pError
 
+DEFAULT_CONFIG = Path("config/config.yaml")
+
 
 def _demo_release(args: argparse.Namespace) -> None:
     from vb2p.demo.design import DemoSize
@@ -24,6 +26,48 @@ def _demo_release(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     print(root)
+
+
+def _config(args: argparse.Namespace) -> dict:
+    from vb2p.config import load_config
+
+    return load_config(DEFAULT_CONFIG, *(args.config or []))
+
+
+def _sync(args: argparse.Namespace) -> None:
+    from vb2p.release import sync_metadata
+
+    record = sync_metadata(_config(args), args.out)
+    print(f"manifest {record['manifest_version']} from {record['source']}; tables in {record['cache_dir']}")
+
+
+def _overview(args: argparse.Namespace) -> None:
+    from vb2p.overview import release_overview, write_overview
+    from vb2p.release import read_record, record_tables
+
+    for path in write_overview(release_overview(record_tables(read_record(args.record))), args.out):
+        print(path)
+
+
+def _select(args: argparse.Namespace) -> None:
+    from vb2p.release import read_record, record_tables
+    from vb2p.selection import select_experiments, write_selection
+
+    experiments = record_tables(read_record(args.record))["ophys_experiment_table"]
+    selected = select_experiments(experiments, **_config(args)["selection"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_selection(selected, args.out)
+    print(f"{len(selected)} experiments in {selected.ophys_container_id.nunique()} containers -> {args.out}")
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=None,
+        help="config file(s), merged in order over config/config.yaml as Snakemake merges --configfile",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--revision", type=int, default=0, help="0 for a first release; N > 0 re-releases files")
     demo.add_argument("--workers", type=int, default=1, help="processes writing NWB files")
     demo.set_defaults(run=_demo_release)
+
+    sync = steps.add_parser("sync", help="resolve the manifest and fetch the metadata tables into the cache")
+    _add_config_option(sync)
+    sync.add_argument("--out", type=Path, default=Path("results/release/release.json"), help="sync record")
+    sync.set_defaults(run=_sync)
+
+    overview = steps.add_parser("overview", help="tables that describe the whole release")
+    overview.add_argument("--record", type=Path, default=Path("results/release/release.json"))
+    overview.add_argument("--out", type=Path, default=Path("results/overview"))
+    overview.set_defaults(run=_overview)
+
+    select = steps.add_parser("select", help="apply the config's selection to the experiment table")
+    _add_config_option(select)
+    select.add_argument("--record", type=Path, default=Path("results/release/release.json"))
+    select.add_argument("--out", type=Path, default=Path("results/selection/experiments.csv"))
+    select.set_defaults(run=_select)
     return parser
 
 

@@ -44,7 +44,10 @@ def sync_metadata(config: dict, record_path: str | Path) -> dict:
 
 
 def read_record(record_path: str | Path) -> dict:
-    return json.loads(Path(record_path).read_text())
+    path = Path(record_path)
+    if not path.exists():
+        raise ManifestError(f"sync record {path} does not exist: run the sync step (`vb2p sync`) first")
+    return json.loads(path.read_text())
 
 
 def record_manifest(record: dict) -> Manifest:
