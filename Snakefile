@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/release.smk"
+include: "workflow/rules/extract.smk"
 
 
 rule all:

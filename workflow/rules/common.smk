@@ -30,6 +30,16 @@ LOGS = "results/logs"
 BENCHMARKS = "results/benchmarks"
 RELEASE_RECORD = "results/release/release.json"
 SELECTION = "results/selection/experiments.csv"
+ZARR_INDEX = "results/zarr/index.csv"
+CELL_COUNT_MISMATCHES = "results/qc/cell_count_mismatches.csv"
+
+
+wildcard_constraints:
+    ophys_experiment_id=r"\d+",
+    ophys_container_id=r"\d+",
+    ophys_session_id=r"\d+",
+
+
 DEMO = config.get("demo")
 
 
@@ -44,9 +54,27 @@ def demo_release_inputs():
     return [demo_manifest()] if DEMO else []
 
 
+def selected_experiment_ids():
+    """The experiments chosen by the select_experiments checkpoint (evaluated once it has run)."""
+    from vb2p.selection import read_selection
+
+    return list(
+        read_selection(checkpoints.select_experiments.get().output.experiments).index
+    )
+
+
+def selected_stores(wildcards):
+    return expand(
+        "results/zarr/{ophys_experiment_id}.zarr",
+        ophys_experiment_id=selected_experiment_ids(),
+    )
+
+
 def final_outputs():
     return [
         RELEASE_RECORD,
         *expand("results/overview/{name}.csv", name=OVERVIEW_TABLES),
         SELECTION,
+        ZARR_INDEX,
+        CELL_COUNT_MISMATCHES,
     ]

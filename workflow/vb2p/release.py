@@ -11,7 +11,6 @@ import pandas as pd
 from vb2p import layout
 from vb2p.cache import ReleaseCache
 from vb2p.errors import ManifestError
-from vb2p.manifest import Manifest, parse_manifest
 from vb2p.source import open_source, parse_release_url
 from vb2p.tables import load_tables
 
@@ -35,11 +34,7 @@ def sync_metadata(config: dict, record_path: str | Path) -> dict:
         "manifest_path": str(cache.cache_dir / manifest.name),
         "tables": tables,
     }
-    record_path = Path(record_path)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = record_path.with_name(f".{record_path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(temporary, record_path)
+    _write_json(record_path, record)
     return record
 
 
@@ -50,12 +45,32 @@ def read_record(record_path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def record_manifest(record: dict) -> Manifest:
-    path = Path(record["manifest_path"])
-    if not path.exists():
-        raise ManifestError(f"{path} (named by the sync record) is gone; re-run the sync step")
-    return parse_manifest(path.read_bytes(), record["manifest_name"])
-
-
 def record_tables(record: dict) -> dict[str, pd.DataFrame]:
     return load_tables(record["tables"])
+
+
+def download_experiment(config: dict, record: dict, ophys_experiment_id: int, out_path: str | Path) -> dict:
+    """Fetch one experiment's NWB file into the verified cache; write a record of what was fetched."""
+    cache = release_cache(config)
+    manifest = cache.resolve_manifest(record["manifest_version"])  # cached by the sync step: no network
+    entry = manifest.experiment_entry(ophys_experiment_id)
+    path = cache.fetch(manifest, entry)
+    download = {
+        "ophys_experiment_id": int(ophys_experiment_id),
+        "path": str(path),
+        "url": entry.url,
+        "version_id": entry.version_id,
+        "file_hash": entry.file_hash,
+        "manifest_version": manifest.manifest_version,
+        "bytes": path.stat().st_size,
+    }
+    _write_json(out_path, download)
+    return download
+
+
+def _write_json(path: str | Path, content: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(temporary, path)

@@ -1,0 +1,50 @@
+rule download_experiment:
+    input:
+        record=RELEASE_RECORD,
+    output:
+        download="results/downloads/{ophys_experiment_id}.json",
+    log:
+        f"{LOGS}/download_experiment/{{ophys_experiment_id}}.log",
+    benchmark:
+        f"{BENCHMARKS}/download_experiment/{{ophys_experiment_id}}.tsv"
+    localrule: True
+    conda:
+        "../../envs/release.yaml"
+    params:
+        config={key: config[key] for key in ("release", "cache_dir", "download")},
+    script:
+        "../../scripts/download_experiment.py"
+
+
+rule extract_experiment:
+    input:
+        download="results/downloads/{ophys_experiment_id}.json",
+    output:
+        store=directory("results/zarr/{ophys_experiment_id}.zarr"),
+    log:
+        f"{LOGS}/extract_experiment/{{ophys_experiment_id}}.log",
+    benchmark:
+        f"{BENCHMARKS}/extract_experiment/{{ophys_experiment_id}}.tsv"
+    conda:
+        "../../envs/zarr.yaml"
+    params:
+        extraction=config["extraction"],
+    script:
+        "../../scripts/extract_experiment.py"
+
+
+rule zarr_index:
+    input:
+        stores=selected_stores,
+        record=RELEASE_RECORD,
+    output:
+        index=ZARR_INDEX,
+        mismatches=CELL_COUNT_MISMATCHES,
+    log:
+        f"{LOGS}/zarr_index.log",
+    benchmark:
+        f"{BENCHMARKS}/zarr_index.tsv"
+    conda:
+        "../../envs/zarr.yaml"
+    script:
+        "../../scripts/zarr_index.py"
