@@ -29,7 +29,7 @@ def test_snakefmt_check_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_demo_run_syncs_the_release_writes_the_overview_and_the_selection(tmp_path):
+def test_demo_run_syncs_selects_and_extracts_every_selected_experiment(tmp_path):
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["demo"].update(duration_s=30, cells_per_plane=6, mice=2)
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
@@ -47,6 +47,11 @@ def test_demo_run_syncs_the_release_writes_the_overview_and_the_selection(tmp_pa
     assert "mice,2" in summary
     selected = (tmp_path / "results/selection/experiments.csv").read_text().splitlines()
     assert len(selected) - 1 == int(summary.split("ophys_experiments,")[1].split()[0])  # no filters: everything
+    index = (tmp_path / "results/zarr/index.csv").read_text().splitlines()
+    assert len(index) == len(selected)
+    for line in index[1:]:
+        assert (tmp_path / "results/zarr" / line.split(",")[1]).is_dir()
+    assert (tmp_path / "results/qc/cell_count_mismatches.csv").read_text().startswith("ophys_experiment_id,")
 
 
 def test_local_mirror_and_s3_server_give_identical_workflow_results(tmp_path, demo_root, s3_server):
@@ -87,3 +92,35 @@ def test_an_empty_selection_stops_the_run_with_a_message(tmp_path, demo_root):
     log = (tmp_path / "w/results/logs/select_experiments.log").read_text()
     assert "selection.filters.targeted_structure" in log and "VISl, VISp" in log
     assert not (tmp_path / "w/results/selection/experiments.csv").exists()
+
+
+def test_a_corrupt_nwb_fails_its_experiment_and_keep_going_finishes_the_others(tmp_path, demo_dir):
+    """A file published broken (its manifest hash matches the broken bytes): extraction names it, others finish."""
+    import hashlib
+    import shutil
+
+    release = tmp_path / "release"
+    shutil.copytree(demo_dir / "visual-behavior-ophys", release)
+    manifest_path = release / "manifests/visual-behavior-ophys_project_manifest_v1.0.0.json"
+    manifest = json.loads(manifest_path.read_text())
+    victim_key, victim = next((k, v) for k, v in manifest["data_files"].items() if "behavior_ophys_experiment_" in v["url"])
+    victim_path = release / victim["url"].split("/visual-behavior-ophys/", 1)[1]
+    victim_path.write_bytes(victim_path.read_bytes()[:300_000])
+    manifest["data_files"][victim_key]["file_hash"] = hashlib.blake2b(victim_path.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    victim_id = victim_path.stem.rsplit("_", 1)[1]
+    config = {"release": {"url": str(release)}, "cache_dir": str(tmp_path / "cache"),
+              "selection": {"filters": {"equipment_name": ["CAM2P.3", "CAM2P.4"]}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "w"), "--configfile", str(tmp_path / "c.yaml"),
+                       "--cores", "2", "--keep-going")
+    assert result.returncode != 0
+    selected = (tmp_path / "w/results/selection/experiments.csv").read_text().splitlines()[1:]
+    ids = [line.split(",")[0] for line in selected]
+    assert victim_id in ids and len(ids) >= 5
+    for experiment_id in ids:
+        store = tmp_path / f"w/results/zarr/{experiment_id}.zarr"
+        assert store.exists() == (experiment_id != victim_id), experiment_id
+    log = (tmp_path / f"w/results/logs/extract_experiment/{victim_id}.log").read_text()
+    assert f"experiment {victim_id}" in log and str(victim_path.name) in log
+    assert not list((tmp_path / "w/results/zarr").glob(".*partial"))
