@@ -55,7 +55,7 @@ class ExtractionOptions:
 
     dff_dtype: str = "float32"
     time_chunk: int = 3072  # frames per chunk of `dff` (99 s at 31 Hz, 287 s at 11 Hz)
-    block_bytes: int = 64 * 1024 * 1024  # float64 read from the NWB per block: bounds memory
+    block_bytes: int = 16 * 1024 * 1024  # float64 read from the NWB per block: bounds memory (bench: 16 MB)
     compression_level: int = 3  # masks and images only
 
     def __post_init__(self):
@@ -262,16 +262,7 @@ def _write_store(f: h5py.File, partial: Path, experiment_id: int, where: str, pr
         {**attrs, "long_name": "dF/F, one chunk per cell (fast: one cell's whole trace); same values as dff"},
         fill_value=np.nan, compressed=False,
     )
-    # Column k of dF/F is ROI order[k]: the id arrays above are already in that order, so blocks copy as they are.
-    # Blocks are whole chunks of the array written, so every chunk is written once; their size is bounded.
-    rows_per_block = max(1, options.block_bytes // (8 * n_rois) // time_chunk) * time_chunk
-    for start in range(0, n_frames, rows_per_block):
-        block = dff[start : start + rows_per_block]  # whole rows: one sequential read of contiguous bytes
-        by_time[start : start + block.shape[0]] = block.astype(options.dff_dtype, copy=False)
-    cells_per_block = max(1, options.block_bytes // (8 * n_frames))
-    for start in range(0, n_rois, cells_per_block):
-        block = dff[:, start : start + cells_per_block]
-        by_cell[:, start : start + block.shape[1]] = block.astype(options.dff_dtype, copy=False)
+    _copy_dff(dff, by_time, by_cell, options)
 
     n_valid = int(valid.sum())
     frame_rate = (n_frames - 1) / (timestamps[-1] - timestamps[0]) if n_frames > 1 else float("nan")
@@ -307,6 +298,29 @@ def _write_store(f: h5py.File, partial: Path, experiment_id: int, where: str, pr
         "width": int(width),
         "metadata": metadata,
     }
+
+
+def _copy_dff(dff: h5py.Dataset, by_time, by_cell, options: ExtractionOptions) -> None:
+    """Copy dF/F into both layouts, reading at most options.block_bytes of float64 at a time.
+
+    Column k of dF/F is ROI order[k] and the id arrays are already in that order, so values copy as they are.
+    Blocks are whole chunks of the array written, so every chunk is written exactly once.
+    """
+    n_frames, n_rois = dff.shape
+    if n_frames * n_rois * 8 <= options.block_bytes:  # small plane: one read serves both layouts
+        values = dff[:].astype(options.dff_dtype, copy=False)
+        by_time[...] = values
+        by_cell[...] = values
+        return
+    time_chunk = by_time.chunks[0]
+    rows_per_block = max(1, options.block_bytes // (8 * n_rois) // time_chunk) * time_chunk
+    for start in range(0, n_frames, rows_per_block):
+        block = dff[start : start + rows_per_block]  # whole rows: one sequential read of contiguous bytes
+        by_time[start : start + block.shape[0]] = block.astype(options.dff_dtype, copy=False)
+    cells_per_block = max(1, options.block_bytes // (8 * n_frames))
+    for start in range(0, n_rois, cells_per_block):
+        block = dff[:, start : start + cells_per_block]
+        by_cell[:, start : start + block.shape[1]] = block.astype(options.dff_dtype, copy=False)
 
 
 def summary_json(summary: dict) -> str:
