@@ -17,7 +17,8 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --profile profiles/default --configfile $(CONFIG)
+	$(BIN)/snakemake --configfile $(CONFIG)
+	$(BIN)/snakemake --configfile $(CONFIG) --report results/report.html
 
 $(ALLENSDK_VENV)/.installed: requirements/allensdk-lock.txt
 	rm -rf $(ALLENSDK_VENV) .venv-allensdk-failed.log

@@ -32,6 +32,8 @@ RELEASE_RECORD = "results/release/release.json"
 SELECTION = "results/selection/experiments.csv"
 ZARR_INDEX = "results/zarr/index.csv"
 CELL_COUNT_MISMATCHES = "results/qc/cell_count_mismatches.csv"
+CELL_COUNT_TABLES = ("by_experiment", "by_depth", "summary", "selected")
+CELL_COUNT_FIGURES = ("histogram", "vs_depth", "by_cre_line", "by_depth_bin")
 
 
 wildcard_constraints:
@@ -54,20 +56,45 @@ def demo_release_inputs():
     return [demo_manifest()] if DEMO else []
 
 
-def selected_experiment_ids():
+def selection():
     """The experiments chosen by the select_experiments checkpoint (evaluated once it has run)."""
     from vb2p.selection import read_selection
 
-    return list(
-        read_selection(checkpoints.select_experiments.get().output.experiments).index
-    )
+    return read_selection(checkpoints.select_experiments.get().output.experiments)
+
+
+def stores_of(experiment_ids):
+    return expand("results/zarr/{id}.zarr", id=experiment_ids)
 
 
 def selected_stores(wildcards):
-    return expand(
-        "results/zarr/{ophys_experiment_id}.zarr",
-        ophys_experiment_id=selected_experiment_ids(),
+    return stores_of(selection().index)
+
+
+def container_stores(wildcards):
+    """The container's selected experiments, in acquisition order (the first is the reference session)."""
+    chosen = selection()
+    chosen = chosen[chosen.ophys_container_id == int(wildcards.ophys_container_id)]
+    return stores_of(chosen.sort_values("date_of_acquisition").index)
+
+
+def session_stores(wildcards):
+    chosen = selection()
+    return stores_of(
+        chosen[chosen.ophys_session_id == int(wildcards.ophys_session_id)].index
     )
+
+
+def figure_outputs(wildcards):
+    chosen = selection()
+    containers = sorted(chosen.ophys_container_id.unique())
+    sessions = sorted(chosen.ophys_session_id.unique())
+    return [
+        *expand("results/figures/containers/{c}.png", c=containers),
+        *expand("results/alignment/{c}.csv", c=containers),
+        *expand("results/figures/sessions/{s}.png", s=sessions),
+        *expand("results/sessions/{s}.csv", s=sessions),
+    ]
 
 
 def final_outputs():
@@ -77,4 +104,6 @@ def final_outputs():
         SELECTION,
         ZARR_INDEX,
         CELL_COUNT_MISMATCHES,
+        *expand("results/cell_counts/{name}.csv", name=CELL_COUNT_TABLES),
+        *expand("results/figures/cell_counts/{name}.png", name=CELL_COUNT_FIGURES),
     ]

@@ -38,8 +38,14 @@ rule zarr_index:
         stores=selected_stores,
         record=RELEASE_RECORD,
     output:
-        index=ZARR_INDEX,
-        mismatches=CELL_COUNT_MISMATCHES,
+        index=report(
+            ZARR_INDEX, caption="../report/zarr_index.rst", category="Derived dataset"
+        ),
+        mismatches=report(
+            CELL_COUNT_MISMATCHES,
+            caption="../report/zarr_index.rst",
+            category="Derived dataset",
+        ),
     log:
         f"{LOGS}/zarr_index.log",
     benchmark:

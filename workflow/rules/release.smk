@@ -20,7 +20,11 @@ rule release_overview:
     input:
         record=RELEASE_RECORD,
     output:
-        tables=expand("results/overview/{name}.csv", name=OVERVIEW_TABLES),
+        tables=report(
+            expand("results/overview/{name}.csv", name=OVERVIEW_TABLES),
+            caption="../report/overview.rst",
+            category="Release overview",
+        ),
     log:
         f"{LOGS}/release_overview.log",
     benchmark:

@@ -1,0 +1,183 @@
+"""Figures: deterministic (fixed style, bundled font, no PNG metadata) so that CI can compare them with baselines.
+
+Each plot function takes tables or arrays already computed (the numbers are tested separately) and returns a
+matplotlib Figure; `save_png` writes it the same way every time.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+STYLE = {
+    "font.family": "DejaVu Sans",  # bundled with matplotlib: the same glyphs on every machine
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "image.interpolation": "nearest",
+    "path.simplify": False,
+    "svg.hashsalt": "vb2p",
+}
+CRE_COLOURS = {"Slc17a7-IRES2-Cre": "#1b9e77", "Sst-IRES-Cre": "#d95f02", "Vip-IRES-Cre": "#7570b3"}
+UNMATCHED_COLOUR = (0.6, 0.6, 0.6)
+
+
+def new_figure(width: float, height: float):
+    with plt.rc_context(STYLE):
+        return plt.figure(figsize=(width, height), layout="constrained")
+
+
+def save_png(figure, path: str | Path) -> None:
+    """PNG without metadata (no software version, no date): the same figure gives the same bytes."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with plt.rc_context(STYLE):
+        figure.savefig(path, format="png", metadata={"Software": None})
+    plt.close(figure)
+
+
+def cell_colour(cell_specimen_id: int) -> tuple[float, float, float]:
+    """A stable colour per cell_specimen_id: the same cell has the same colour in every session and every run."""
+    if cell_specimen_id < 0:
+        return UNMATCHED_COLOUR
+    hue = (cell_specimen_id * 0.61803398875) % 1.0  # golden-ratio steps spread neighbouring ids apart
+    return colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+
+
+def _neighbours(masks: np.ndarray, combine) -> np.ndarray:
+    padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
+    centre = padded[:, 1:-1, 1:-1]
+    for shifted in (padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]):
+        centre = combine(centre, shifted)
+    return centre
+
+
+def outlines(masks: np.ndarray) -> np.ndarray:
+    """A two-pixel ring around each boolean mask (cell, y, x): its dilation minus its erosion, visible when the
+    512-pixel image is drawn a few hundred pixels wide."""
+    return _neighbours(masks, np.logical_or) & ~_neighbours(masks, np.logical_and)
+
+
+def outline_overlay(image: np.ndarray, masks: np.ndarray, specimen_ids: np.ndarray) -> np.ndarray:
+    """RGB image: the grey max projection with each ROI outlined in its cell's colour."""
+    grey = image.astype(np.float64) / max(float(np.percentile(image, 99.5)), 1.0)
+    rgb = np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2)
+    for edge, specimen in zip(outlines(masks), specimen_ids):
+        rgb[edge] = cell_colour(int(specimen))
+    return rgb
+
+
+def _show(axis, image, title):
+    axis.imshow(image, cmap="gray", vmin=0, vmax=max(float(np.percentile(image, 99.5)), 1.0))
+    axis.set_title(title)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def plot_container_alignment(container_id: int, views: list, table: pd.DataFrame, registered: list[np.ndarray]):
+    """Three rows, sessions in acquisition order: max projections, registered to the reference, ROI outlines
+    coloured by cell_specimen_id (the same cell, the same colour in every session)."""
+    n = len(views)
+    figure = new_figure(3.0 * max(n, 2), 10.4)
+    axes = figure.subplots(3, max(n, 2), squeeze=False)
+    rows = table.set_index("ophys_experiment_id")
+    for column, (view, image) in enumerate(zip(views, registered)):
+        row = rows.loc[view.ophys_experiment_id]
+        _show(axes[0, column], view.max_projection, f"{view.ophys_experiment_id}\n{view.session_type}\n{view.date}")
+        label = "reference" if row.is_reference else f"shift y {row.shift_y:+.2f}, x {row.shift_x:+.2f} px"
+        _show(axes[1, column], image, f"{label}\nNCC {row.ncc_before:.3f} -> {row.ncc_after:.3f}")
+        overlay = outline_overlay(view.max_projection, view.roi_mask, view.cell_specimen_id)
+        axes[2, column].imshow(overlay)
+        axes[2, column].set_title(f"{row.n_matched_to_reference}/{row.n_cells} cells matched to reference")
+        axes[2, column].set_xticks([])
+        axes[2, column].set_yticks([])
+    for column in range(n, axes.shape[1]):
+        for axis in axes[:, column]:
+            axis.axis("off")
+    if n == 1:
+        axes[1, 1].text(0, 0.5, "single session:\nnothing to align", fontsize=11, va="center")
+    figure.suptitle(
+        f"Container {container_id}: max projections (top), registered to the reference session (middle),"
+        " ROIs coloured by cell_specimen_id (bottom)",
+        fontsize=10,
+    )
+    return figure
+
+
+def plot_cells_per_experiment_histogram(by_experiment: pd.DataFrame):
+    figure = new_figure(5.5, 3.6)
+    axis = figure.subplots()
+    counts = by_experiment.n_cells
+    bins = np.linspace(0, max(int(counts.max()), 1) + 1, 31)
+    axis.hist(counts, bins=bins, color="#4c72b0", edgecolor="white")
+    axis.set_xlabel("cells per experiment (valid ROIs)")
+    axis.set_ylabel("experiments")
+    axis.set_title(f"{len(counts)} experiments, median {counts.median():.0f} cells")
+    return figure
+
+
+def plot_cells_vs_depth(by_experiment: pd.DataFrame):
+    figure = new_figure(5.5, 3.8)
+    axis = figure.subplots()
+    for cre_line, group in by_experiment.groupby("cre_line", sort=True):
+        axis.scatter(group.imaging_depth, group.n_cells, s=14, alpha=0.7, label=cre_line,
+                     color=CRE_COLOURS.get(cre_line, "#333333"), linewidths=0)
+    axis.set_xlabel("imaging depth (um)")
+    axis.set_ylabel("cells per experiment")
+    axis.legend(frameon=False)
+    return figure
+
+
+def plot_cells_by_cre_line(by_experiment: pd.DataFrame):
+    figure = new_figure(5.0, 3.6)
+    axis = figure.subplots()
+    lines = sorted(by_experiment.cre_line.unique())
+    data = [by_experiment.n_cells[by_experiment.cre_line == line].to_numpy() for line in lines]
+    parts = axis.boxplot(data, patch_artist=True, widths=0.6)
+    for patch, line in zip(parts["boxes"], lines):
+        patch.set_facecolor(CRE_COLOURS.get(line, "#999999"))
+    axis.set_xticks(range(1, len(lines) + 1), [line.split("-")[0] for line in lines])
+    axis.set_ylabel("cells per experiment")
+    return figure
+
+
+def plot_counts_by_depth(by_depth: pd.DataFrame):
+    groups = sorted(by_depth[["cre_line", "targeted_structure"]].drop_duplicates().itertuples(index=False))
+    figure = new_figure(7.0, 1.0 + 1.6 * len(groups))
+    axes = np.atleast_1d(figure.subplots(len(groups), 1, sharex=True))
+    for axis, (cre_line, structure) in zip(axes, groups):
+        rows = by_depth[(by_depth.cre_line == cre_line) & (by_depth.targeted_structure == structure)]
+        axis.barh(rows.depth_bin_start_um, rows.n_cells, height=0.8 * rows.bin_width_um.iloc[0], align="edge",
+                  color=CRE_COLOURS.get(cre_line, "#999999"))
+        axis.invert_yaxis()
+        axis.set_ylabel("depth (um)")
+        axis.set_title(f"{cre_line}, {structure}", loc="left")
+    axes[-1].set_xlabel("cells (all experiments in the depth bin)")
+    return figure
+
+
+def plot_session_population(session_id: int, traces: pd.DataFrame, window: tuple[float, float]):
+    """Mean dF/F of every imaging plane of a session over the window: one line per plane."""
+    figure = new_figure(8.0, 3.8)
+    axis = figure.subplots()
+    planes = traces.groupby(["imaging_depth", "targeted_structure", "ophys_experiment_id"], sort=True)
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(planes), 1)))
+    for colour, ((depth, structure, _), plane) in zip(colours, planes):
+        axis.plot(plane.time, plane.mean_dff, linewidth=0.6, color=colour, label=f"{structure} {depth} um")
+    axis.set_xlim(*window)
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("population mean dF/F")
+    axis.set_title(f"Session {session_id}: mean dF/F of each imaging plane")
+    axis.legend(frameon=False, ncols=2 if len(planes) > 4 else 1, loc="upper right")
+    return figure
