@@ -7,7 +7,7 @@ CONFIG ?= config/demo.yaml
 # AllenSDK 2.16.2 in a venv of its own: a peer for interoperability tests and benchmarks, never a dependency.
 ALLENSDK_VENV := .venv-allensdk
 
-.PHONY: run test lint lock clean
+.PHONY: run test lint lock clean baselines
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,7 @@ lock:
 
 clean:
 	rm -rf results .snakemake
+
+# Rewrite the figure baselines in tests/baseline/ from the current code (after an intended change; then commit).
+baselines: $(STAMP)
+	VB2P_UPDATE_BASELINES=1 $(BIN)/python -m pytest tests/test_figures.py -q

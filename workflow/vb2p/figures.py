@@ -155,12 +155,14 @@ def plot_cells_by_cre_line(by_experiment: pd.DataFrame):
 def plot_counts_by_depth(by_depth: pd.DataFrame):
     groups = sorted(by_depth[["cre_line", "targeted_structure"]].drop_duplicates().itertuples(index=False))
     figure = new_figure(7.0, 1.0 + 1.6 * len(groups))
-    axes = np.atleast_1d(figure.subplots(len(groups), 1, sharex=True))
+    axes = np.atleast_1d(figure.subplots(len(groups), 1, sharex=True, sharey=True))
+    width = int(by_depth.bin_width_um.iloc[0])
+    deepest = int(by_depth.depth_bin_start_um.max()) + width
     for axis, (cre_line, structure) in zip(axes, groups):
         rows = by_depth[(by_depth.cre_line == cre_line) & (by_depth.targeted_structure == structure)]
-        axis.barh(rows.depth_bin_start_um, rows.n_cells, height=0.8 * rows.bin_width_um.iloc[0], align="edge",
+        axis.barh(rows.depth_bin_start_um, rows.n_cells, height=0.85 * width, align="edge",
                   color=CRE_COLOURS.get(cre_line, "#999999"))
-        axis.invert_yaxis()
+        axis.set_ylim(deepest, 0)  # cortical surface at the top, the same depth scale in every panel
         axis.set_ylabel("depth (um)")
         axis.set_title(f"{cre_line}, {structure}", loc="left")
     axes[-1].set_xlabel("cells (all experiments in the depth bin)")
@@ -168,16 +170,24 @@ def plot_counts_by_depth(by_depth: pd.DataFrame):
 
 
 def plot_session_population(session_id: int, traces: pd.DataFrame, window: tuple[float, float]):
-    """Mean dF/F of every imaging plane of a session over the window: one line per plane."""
-    figure = new_figure(8.0, 3.8)
+    """Mean dF/F of every imaging plane of a session over the window: one line per plane, stacked (shallow on
+    top) so planes recorded at once can be compared without hiding each other."""
+    planes = list(traces.groupby(["imaging_depth", "targeted_structure", "ophys_experiment_id"], sort=True))
+    figure = new_figure(8.0, 1.2 + 0.9 * max(len(planes), 1))
     axis = figure.subplots()
-    planes = traces.groupby(["imaging_depth", "targeted_structure", "ophys_experiment_id"], sort=True)
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(planes), 1)))
-    for colour, ((depth, structure, _), plane) in zip(colours, planes):
-        axis.plot(plane.time, plane.mean_dff, linewidth=0.6, color=colour, label=f"{structure} {depth} um")
+    spacing = max((float(plane.mean_dff.max() - plane.mean_dff.min()) for _, plane in planes), default=1.0) or 1.0
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, max(len(planes), 1)))
+    ticks, labels = [], []
+    for position, (colour, ((depth, structure, _), plane)) in enumerate(zip(colours, planes)):
+        offset = -position * spacing
+        axis.plot(plane.time, plane.mean_dff + offset, linewidth=0.6, color=colour)
+        ticks.append(offset)
+        labels.append(f"{structure} {depth} um\n({plane.n_cells.iloc[0]} cells)")
+    axis.set_yticks(ticks, labels)
     axis.set_xlim(*window)
     axis.set_xlabel("time (s)")
-    axis.set_ylabel("population mean dF/F")
-    axis.set_title(f"Session {session_id}: mean dF/F of each imaging plane")
-    axis.legend(frameon=False, ncols=2 if len(planes) > 4 else 1, loc="upper right")
+    axis.set_title(f"Session {session_id}: mean dF/F per imaging plane (offset; bar: 0.1 dF/F)")
+    if planes:
+        x = window[0] + 0.01 * (window[1] - window[0])
+        axis.plot([x, x], [ticks[0] + 0.5 * spacing, ticks[0] + 0.5 * spacing - 0.1], color="black", linewidth=2)
     return figure
