@@ -228,7 +228,7 @@ def test_rendering_stack_is_the_pinned_one():
     from matplotlib import ft2font
 
     assert matplotlib.__version__ == PINNED_MATPLOTLIB
-XX
+    assert ft2font.__freetype_version__ == "2.14.3"  # bundled in the pinned matplotlib wheel
 
 
 def test_end_to_end_demo_run_figures_match_the_baselines(tmp_path, demo_dir):
