@@ -113,7 +113,7 @@ def dry_run(mirror: Path, workdir: Path, max_containers: int | None, repeats: in
         times.append(time.perf_counter() - start)
         if planned.returncode != 0:
             raise RuntimeError(planned.stderr[-2000:])
-        jobs = sum(int(m) for m in re.findall(r"^\S+\s+(\d+)\s*$", planned.stdout, flags=re.M))
+        jobs = int(re.findall(r"^total\s+(\d+)\s*$", planned.stdout, flags=re.M)[-1])  # snakemake's job stats
     seconds = statistics.median(times)
     return {"experiments": n_experiments, "jobs": jobs, "dry_run_s": seconds, "ms_per_experiment": 1e3 * seconds / n_experiments}
 

@@ -1,3 +1,4 @@
+import functools
 import os
 import sys
 from pathlib import Path
@@ -56,39 +57,55 @@ def demo_release_inputs():
     return [demo_manifest()] if DEMO else []
 
 
-def selection():
-    """The experiments chosen by the select_experiments checkpoint (evaluated once it has run)."""
-    from vb2p.selection import read_selection
-
-    return read_selection(checkpoints.select_experiments.get().output.experiments)
-
-
 def stores_of(experiment_ids):
     return expand("results/zarr/{id}.zarr", id=experiment_ids)
 
 
+@functools.lru_cache(maxsize=4)
+def _plan(selection_path, modified_ns):
+    """Stores per container (acquisition order: the first is the reference session) and per session.
+
+    Cached per version of the selection file: input functions run once per job, thousands of times for the whole
+    release, and must not read the CSV each time.
+    """
+    from vb2p.selection import read_selection
+
+    chosen = read_selection(selection_path)
+    ordered = chosen.sort_values("date_of_acquisition")
+    return {
+        "experiments": stores_of(chosen.index),
+        "containers": {
+            int(c): stores_of(rows.index)
+            for c, rows in ordered.groupby("ophys_container_id")
+        },
+        "sessions": {
+            int(s): stores_of(rows.index)
+            for s, rows in chosen.groupby("ophys_session_id")
+        },
+    }
+
+
+def selection_plan():
+    """What the select_experiments checkpoint chose (evaluated once it has run)."""
+    path = checkpoints.select_experiments.get().output.experiments
+    return _plan(path, os.stat(path).st_mtime_ns)
+
+
 def selected_stores(wildcards):
-    return stores_of(selection().index)
+    return selection_plan()["experiments"]
 
 
 def container_stores(wildcards):
-    """The container's selected experiments, in acquisition order (the first is the reference session)."""
-    chosen = selection()
-    chosen = chosen[chosen.ophys_container_id == int(wildcards.ophys_container_id)]
-    return stores_of(chosen.sort_values("date_of_acquisition").index)
+    return selection_plan()["containers"][int(wildcards.ophys_container_id)]
 
 
 def session_stores(wildcards):
-    chosen = selection()
-    return stores_of(
-        chosen[chosen.ophys_session_id == int(wildcards.ophys_session_id)].index
-    )
+    return selection_plan()["sessions"][int(wildcards.ophys_session_id)]
 
 
 def figure_outputs(wildcards):
-    chosen = selection()
-    containers = sorted(chosen.ophys_container_id.unique())
-    sessions = sorted(chosen.ophys_session_id.unique())
+    plan = selection_plan()
+    containers, sessions = sorted(plan["containers"]), sorted(plan["sessions"])
     return [
         *expand("results/figures/containers/{c}.png", c=containers),
         *expand("results/alignment/{c}.csv", c=containers),

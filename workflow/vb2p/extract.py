@@ -23,7 +23,6 @@ and renames the store only when it is complete.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import shutil
@@ -46,7 +45,7 @@ CELL_COORDINATES = "cell_roi_id cell_specimen_id valid_roi"
 
 @dataclass(frozen=True)
 class ExtractionOptions:
-    """Layout of dF/F; the defaults were chosen by bench/zarr_layout.py (numbers and reasons in BENCHMARKS.md).
+    """Layout of dF/F; the defaults were chosen by benchmark (numbers and reasons in BENCHMARKS.md).
 
     No single chunk shape serves both reads: one cell's trace wants a cell's frames contiguous, a time window
     wants a span of frames of every cell contiguous. So dF/F is stored twice, uncompressed (noisy dF/F shrinks by
@@ -55,7 +54,7 @@ class ExtractionOptions:
 
     dff_dtype: str = "float32"
     time_chunk: int = 3072  # frames per chunk of `dff` (99 s at 31 Hz, 287 s at 11 Hz)
-    block_bytes: int = 16 * 1024 * 1024  # float64 read from the NWB per block: bounds memory (bench: 16 MB)
+    block_bytes: int = 32 * 1024 * 1024  # float64 read from the NWB per block: bounds memory (bench: 32 MB)
     compression_level: int = 3  # masks and images only
 
     def __post_init__(self):
@@ -322,6 +321,3 @@ def _copy_dff(dff: h5py.Dataset, by_time, by_cell, options: ExtractionOptions) -
         block = dff[:, start : start + cells_per_block]
         by_cell[:, start : start + block.shape[1]] = block.astype(options.dff_dtype, copy=False)
 
-
-def summary_json(summary: dict) -> str:
-    return json.dumps(summary, indent=2, default=str)

@@ -109,21 +109,24 @@ def _write(nwbfile: pynwb.NWBFile, path: Path) -> None:
         io.write(nwbfile)
 
 
+def _behavior_metadata(session: SessionInfo) -> dict:
+    """The attributes of /general/metadata that behavior-only and ophys files share."""
+    return {
+        "name": "metadata",
+        "behavior_session_id": session.behavior_session_id,
+        "behavior_session_uuid": session.behavior_session_uuid,
+        "equipment_name": session.equipment_name,
+        "project_code": session.project_code,
+        "session_type": session.session_type,
+        "stimulus_frame_rate": STIMULUS_FRAME_RATE,
+    }
+
+
 def write_behavior_session(path: Path, session: SessionInfo, subject: SubjectInfo) -> None:
     """A behavior-only session file (training, habituation): metadata only in the demo."""
     _, behavior_metadata, _ = extension_classes()
     nwbfile = _nwbfile(str(session.behavior_session_id), session, subject, "Behavior session")
-    nwbfile.add_lab_meta_data(
-        behavior_metadata(
-            name="metadata",
-            behavior_session_id=session.behavior_session_id,
-            behavior_session_uuid=session.behavior_session_uuid,
-            equipment_name=session.equipment_name,
-            project_code=session.project_code,
-            session_type=session.session_type,
-            stimulus_frame_rate=STIMULUS_FRAME_RATE,
-        )
-    )
+    nwbfile.add_lab_meta_data(behavior_metadata(**_behavior_metadata(session)))
     _write(nwbfile, path)
 
 
@@ -134,13 +137,7 @@ def write_experiment(path: Path, session: SessionInfo, subject: SubjectInfo, pla
     nwbfile = _nwbfile(str(plane.ophys_experiment_id), session, subject, "Ophys session")
     nwbfile.add_lab_meta_data(
         ophys_metadata(
-            name="metadata",
-            behavior_session_id=session.behavior_session_id,
-            behavior_session_uuid=session.behavior_session_uuid,
-            equipment_name=session.equipment_name,
-            project_code=session.project_code,
-            session_type=session.session_type,
-            stimulus_frame_rate=STIMULUS_FRAME_RATE,
+            **_behavior_metadata(session),
             ophys_experiment_id=plane.ophys_experiment_id,
             ophys_session_id=plane.ophys_session_id,
             ophys_container_id=plane.ophys_container_id,

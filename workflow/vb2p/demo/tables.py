@@ -32,21 +32,24 @@ MOUSE_COLUMNS = (
     "sex",
     "age_in_days",
 )
+SESSION_COLUMNS = (
+    "project_code",
+    "session_type",
+    "session_number",
+    "image_set",
+    "behavior_type",
+    "experience_level",
+    "prior_exposures_to_session_type",
+    "prior_exposures_to_image_set",
+    "prior_exposures_to_omissions",
+    "date_of_acquisition",
+    "equipment_name",
+)
 BEHAVIOR_SESSION_COLUMNS = (
     ("behavior_session_id", "ophys_session_id", "ophys_container_id")
     + MOUSE_COLUMNS
+    + SESSION_COLUMNS
     + (
-        "project_code",
-        "session_type",
-        "session_number",
-        "image_set",
-        "behavior_type",
-        "experience_level",
-        "prior_exposures_to_session_type",
-        "prior_exposures_to_image_set",
-        "prior_exposures_to_omissions",
-        "date_of_acquisition",
-        "equipment_name",
         "imaging_plane_group_count",
         "num_depths_per_area",
         "num_targeted_structures",
@@ -58,18 +61,8 @@ BEHAVIOR_SESSION_COLUMNS = (
 OPHYS_SESSION_COLUMNS = (
     ("ophys_session_id", "behavior_session_id", "ophys_container_id")
     + MOUSE_COLUMNS
+    + SESSION_COLUMNS
     + (
-        "project_code",
-        "session_type",
-        "session_number",
-        "image_set",
-        "behavior_type",
-        "experience_level",
-        "prior_exposures_to_session_type",
-        "prior_exposures_to_image_set",
-        "prior_exposures_to_omissions",
-        "date_of_acquisition",
-        "equipment_name",
         "num_targeted_structures",
         "imaging_plane_group_count",
         "ophys_experiment_id",
@@ -79,27 +72,11 @@ OPHYS_SESSION_COLUMNS = (
 EXPERIMENT_COLUMNS = (
     ("ophys_experiment_id", "behavior_session_id", "ophys_session_id", "ophys_container_id")
     + MOUSE_COLUMNS
-    + (
-        "imaging_depth",
-        "targeted_structure",
-        "targeted_imaging_depth",
-        "imaging_plane_group",
-        "project_code",
-        "session_type",
-        "session_number",
-        "image_set",
-        "behavior_type",
-        "passive",
-        "experience_level",
-        "prior_exposures_to_session_type",
-        "prior_exposures_to_image_set",
-        "prior_exposures_to_omissions",
-        "date_of_acquisition",
-        "equipment_name",
-        "published_at",
-        "isi_experiment_id",
-        "file_id",
-    )
+    + ("imaging_depth", "targeted_structure", "targeted_imaging_depth", "imaging_plane_group")
+    + SESSION_COLUMNS[:5]
+    + ("passive",)
+    + SESSION_COLUMNS[5:]
+    + ("published_at", "isi_experiment_id", "file_id")
 )
 CELLS_COLUMNS = ("cell_roi_id", "cell_specimen_id", "ophys_experiment_id")
 FIRST_PUBLISHED = dt.date(2021, 3, 25)
