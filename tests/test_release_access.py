@@ -239,3 +239,54 @@ def test_a_malformed_manifest_says_what_is_wrong(tmp_path, demo_root, change, pr
 def test_a_manifest_that_is_not_json_is_named(tmp_path):
     with pytest.raises(ManifestError, match="m_project_manifest_v1.0.0.json is not valid JSON"):
         parse_manifest(b"<html>", "m_project_manifest_v1.0.0.json")
+
+
+def test_a_download_process_killed_mid_transfer_resumes_on_the_next_run(tmp_path, s3_server, demo_root, caplog):
+    """SIGKILL a real download from the S3 server mid-stream; the next fetch continues from the bytes on disk."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    client = publisher_client(s3_server)
+    bucket = "vbo-killed-download"
+    published = publish_release(demo_root, client, bucket=bucket)
+    big_key = f"{layout.RELEASE_PREFIX}/{layout.experiment_key(1)}"
+    content = os.urandom(64 * 1024 * 1024)
+    version = client.put_object(Bucket=bucket, Key=big_key, Body=content, ACL="public-read")["VersionId"]
+    manifest = next(iter(published.values()))
+    manifest["data_files"]["999999"] = {
+        "url": layout.public_url(layout.experiment_key(1), bucket=bucket),
+        "version_id": version,
+        "file_hash": hashlib.blake2b(content).hexdigest(),
+    }
+    client.put_object(Bucket=bucket, Key=f"{layout.RELEASE_PREFIX}/{layout.manifest_key('1.0.0')}",
+                      Body=json.dumps(manifest).encode(), ACL="public-read")
+    config = s3_config(s3_server, bucket, tmp_path / "cache", version="1.0.0")
+    cache = release_cache(config)
+    parsed = cache.resolve_manifest("1.0.0")
+    entry = parsed.data_files[999999]
+    partial = cache.local_path(parsed, entry).with_name(cache.local_path(parsed, entry).name + ".partial")
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO / 'workflow')!r})\n"
+        "from vb2p.release import release_cache\n"
+        f"config = {config!r}\n"
+        "cache = release_cache(config)\n"
+        "manifest = cache.resolve_manifest('1.0.0')\n"
+        "cache.fetch(manifest, manifest.data_files[999999])\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 4 * 1024 * 1024):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = partial.stat().st_size
+    assert 0 < written < len(content), "the kill should land mid-transfer"
+    assert not cache.local_path(parsed, entry).exists()
+    with caplog.at_level("INFO", logger="vb2p.cache"):
+        path = cache.fetch(parsed, entry)
+    assert path.read_bytes() == content and not partial.exists()
+    assert any(f"at byte {written}" in message for message in caplog.messages)
