@@ -290,3 +290,23 @@ def test_a_download_process_killed_mid_transfer_resumes_on_the_next_run(tmp_path
         path = cache.fetch(parsed, entry)
     assert path.read_bytes() == content and not partial.exists()
     assert any(f"at byte {written}" in message for message in caplog.messages)
+
+
+def test_a_network_outage_keeps_the_partial_file_and_an_oversized_one_restarts(tmp_path, published, demo_root):
+    s3_server, bucket = published
+    config = s3_config(s3_server, bucket, tmp_path / "cache", version="1.0.0")
+    cache = release_cache(config)
+    manifest = cache.resolve_manifest("1.0.0")
+    entry = next(iter(manifest.data_files.values()))
+    content = (demo_root / entry.cache_relative_path).read_bytes()
+    path = cache.local_path(manifest, entry)
+    partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True)
+    partial.write_bytes(content[:1000])
+    offline = release_cache(s3_config("http://127.0.0.1:9", bucket, tmp_path / "cache", version="1.0.0"))
+    offline.backoff_s = 0.0
+    with pytest.raises(DownloadError):
+        offline.fetch(manifest, entry)
+    assert partial.read_bytes() == content[:1000], "bytes already downloaded survive an outage"
+    partial.write_bytes(content + b"more bytes than the object has")
+    assert cache.fetch(manifest, entry).read_bytes() == content  # S3 answers InvalidRange: start over

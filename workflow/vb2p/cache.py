@@ -148,8 +148,8 @@ class ReleaseCache:
             except DownloadError as error:
                 last_problem = str(error)
                 log.warning("attempt %d/%d of %s failed: %s", attempt, self.retries, where, error)
-                if offset and not received:
-                    partial.unlink(missing_ok=True)  # the partial file cannot be resumed: start over
+                if offset and not received and "InvalidRange" in last_problem:
+                    partial.unlink(missing_ok=True)  # longer than the object: it cannot be resumed, start over
                 time.sleep(self.backoff_s * attempt)
                 continue
             digest = hasher.hexdigest()
