@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
 from vb2p.demo.design import DemoSize, design_release  # noqa: E402
-from vb2p.demo.generate import _write_experiment_file  # noqa: E402
+from vb2p.demo.generate import write_experiment_file  # noqa: E402
 from vb2p.demo.traces import dff_traces  # noqa: E402
 
 REFERENCE = REPO / "tests" / "data" / "allensdk_nwb" / "ref_scientifica.nwb"
@@ -34,7 +34,7 @@ def demo_experiment_file(out: Path, rig: str, duration_s: float, cells: int, see
     mesoscope = rig == "mesoscope"
     experiment = next(e for e in design.experiments() if (e.imaging_plane_group is not None) == mesoscope)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_experiment_file((seed, size, experiment.ophys_experiment_id, 0, out))
+    write_experiment_file((seed, size, experiment.ophys_experiment_id, 0, out))
     return out
 
 

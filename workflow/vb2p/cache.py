@@ -23,7 +23,7 @@ from pathlib import Path
 
 from vb2p import layout
 from vb2p.errors import DownloadError, ManifestError
-from vb2p.hashing import CHUNK_BYTES, new_hasher
+from vb2p.hashing import atomic_write_bytes, file_blake2b, new_hasher, update_from_file
 from vb2p.manifest import FileEntry, Manifest, latest_version, parse_manifest, safe_relative_path
 from vb2p.source import LocalSource, S3Source
 
@@ -59,9 +59,9 @@ class ReleaseCache:
         if not path.exists():
             content = self.source.read_manifest(name)
             self._validated(content, name)  # a manifest we would refuse is never cached
-            _atomic_write_bytes(path, content)
+            atomic_write_bytes(path, content)
         manifest = self._validated(path.read_bytes(), name)
-        _atomic_write_bytes(self.last_used_path, name.encode())
+        atomic_write_bytes(self.last_used_path, name.encode())
         return manifest
 
     def _validated(self, content: bytes, name: str) -> Manifest:
@@ -100,21 +100,22 @@ class ReleaseCache:
     def fetch(self, manifest: Manifest, entry: FileEntry) -> Path:
         """The verified local copy of a manifest entry, downloading it only when no verified copy exists."""
         path = self.local_path(manifest, entry)
-        if self._recorded_hash(path) == entry.file_hash and path.is_file():
+        if self._load_record().get(str(path.resolve())) == entry.file_hash and path.is_file():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(self.cache_dir / ".locks" / f"{entry.file_hash[:40]}.lock"):
-            if self._recorded_hash(path) == entry.file_hash and path.is_file():
+            record = self._load_record()
+            if record.get(str(path.resolve())) == entry.file_hash and path.is_file():
                 return path  # another process finished it while we waited
             if path.is_file() and not path.is_symlink():
                 # Present but not recorded (a cache made before records were kept): verify it once.
-                if _hash_file(path) == entry.file_hash:
+                if file_blake2b(path) == entry.file_hash:
                     self._record(path, entry.file_hash)
                     return path
                 log.warning("%s does not match its manifest hash; fetching it again", path)
             if path.is_symlink() or path.exists():
                 path.unlink()
-            same = self._downloaded_with_hash(entry.file_hash)
+            same = _downloaded_with_hash(record, entry.file_hash)
             if same is not None:
                 path.symlink_to(same)
                 log.info("reused %s for %s (same BLAKE2b under another manifest version)", same, path)
@@ -132,7 +133,7 @@ class ReleaseCache:
             hasher = new_hasher()
             if offset:
                 log.info("resuming %s at byte %d", where, offset)
-                _hash_into(partial, hasher)  # the bytes a killed run already wrote
+                update_from_file(hasher, partial)  # the bytes a killed run already wrote
             received = 0
             started = time.monotonic()
             try:
@@ -174,43 +175,24 @@ class ReleaseCache:
                 f"{self.downloaded_path} is not valid JSON ({error}); delete it and the cache re-verifies its files"
             ) from error
 
-    def _recorded_hash(self, path: Path) -> str | None:
-        return self._load_record().get(str(path.resolve()))
-
-    def _downloaded_with_hash(self, file_hash: str) -> Path | None:
-        for recorded, recorded_hash in sorted(self._load_record().items()):
-            if recorded_hash == file_hash and Path(recorded).is_file():
-                return Path(recorded).resolve()
-        return None
-
     def _record(self, path: Path, file_hash: str) -> None:
         with _locked(self.cache_dir / ".downloaded_data.lock"):
             record = self._load_record()
             record[str(path.resolve())] = file_hash
-            _atomic_write_bytes(self.downloaded_path, json.dumps(record, indent=2, sort_keys=True).encode())
+            atomic_write_bytes(self.downloaded_path, json.dumps(record, indent=2, sort_keys=True).encode())
+
+
+def _downloaded_with_hash(record: dict[str, str], file_hash: str) -> Path | None:
+    """A recorded file with this hash that still exists (downloaded for another manifest version)."""
+    for recorded, recorded_hash in sorted(record.items()):
+        if recorded_hash == file_hash and Path(recorded).is_file():
+            return Path(recorded).resolve()
+    return None
 
 
 def _log_progress(where: str, total: int, started: float, received: int) -> None:
     elapsed = max(time.monotonic() - started, 1e-9)
     log.info("%s: %.1f MB, %.1f MB/s", where, total / 1e6, received / 1e6 / elapsed)
-
-
-def _hash_into(path: Path, hasher) -> None:
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK_BYTES):
-            hasher.update(block)
-
-
-def _hash_file(path: Path) -> str:
-    hasher = new_hasher()
-    _hash_into(path, hasher)
-    return hasher.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, content: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,6 @@ STYLE = {
     "axes.spines.right": False,
     "image.interpolation": "nearest",
     "path.simplify": False,
-    "svg.hashsalt": "vb2p",
 }
 CRE_COLOURS = {"Slc17a7-IRES2-Cre": "#1b9e77", "Sst-IRES-Cre": "#d95f02", "Vip-IRES-Cre": "#7570b3"}
 UNMATCHED_COLOUR = (0.6, 0.6, 0.6)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +10,7 @@ import pandas as pd
 from vb2p import layout
 from vb2p.cache import ReleaseCache
 from vb2p.errors import ManifestError
+from vb2p.hashing import atomic_write_bytes
 from vb2p.source import open_source, parse_release_url
 from vb2p.tables import load_tables
 
@@ -69,8 +69,4 @@ def download_experiment(config: dict, record: dict, ophys_experiment_id: int, ou
 
 
 def _write_json(path: str | Path, content: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(temporary, path)
+    atomic_write_bytes(path, (json.dumps(content, indent=2) + "\n").encode())

@@ -172,7 +172,7 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(partial, path)
 
 
-def _write_experiment_file(args) -> tuple[str, str]:
+def write_experiment_file(args) -> tuple[str, str]:
     seed, size, experiment_id, content_revision, path = args
     design = design_release(seed, size)
     session = design.session_of()[experiment_id]
@@ -245,7 +245,7 @@ def generate_release(
 
     hashes: dict[str, str] = {}
     with ProcessPoolExecutor(max_workers=max(1, workers)) if workers > 1 else _Serial() as pool:
-        for path, file_hash in list(pool.map(_write_experiment_file, jobs_experiment)) + list(
+        for path, file_hash in list(pool.map(write_experiment_file, jobs_experiment)) + list(
             pool.map(_write_behavior_file, jobs_behavior)
         ):
             hashes[str(Path(path).relative_to(root))] = file_hash
