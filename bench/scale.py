@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "workflow"))
 
 from vb2p import layout  # noqa: E402
 from vb2p.demo.generate import version_id_for  # noqa: E402
-from vb2p.hashing import file_blake2b  # noqa: E402
+from vb2p.files import file_blake2b  # noqa: E402
 
 REAL = REPO / "tests" / "data" / "real_metadata"
 DEFAULT_URLS = REPO.parent / "shared" / "reference" / "real-metadata" / "v1.1.0-urls-with-version-ids.txt"

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, publisher_client, release_config
 
 from vb2p import layout
-from vb2p.demo.publish import publish_release
+from publish import publish_release
 from vb2p.release import release_cache, sync_metadata
 
 ALLENSDK_VENV = REPO / ".venv-allensdk"

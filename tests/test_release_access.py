@@ -14,7 +14,7 @@ from conftest import SEED, SMALL, publisher_client, release_config
 from vb2p import layout
 from vb2p.cache import ReleaseCache
 from vb2p.demo.generate import generate_release
-from vb2p.demo.publish import publish_release
+from publish import publish_release
 from vb2p.errors import DownloadError, ManifestError
 from vb2p.manifest import latest_version, parse_manifest
 from vb2p.release import release_cache, sync_metadata

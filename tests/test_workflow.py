@@ -57,7 +57,7 @@ def test_demo_run_syncs_selects_and_extracts_every_selected_experiment(tmp_path)
 def test_local_mirror_and_s3_server_give_identical_workflow_results(tmp_path, demo_root, s3_server):
     from conftest import publisher_client
 
-    from vb2p.demo.publish import publish_release
+    from publish import publish_release
 
     publish_release(demo_root, publisher_client(s3_server), bucket="vbo-workflow")
     releases = {

@@ -14,6 +14,7 @@ BLAKE2b matches the manifest. A file whose hash was already downloaded for anoth
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import fcntl
 import json
 import logging
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from vb2p import layout
 from vb2p.errors import DownloadError, ManifestError
-from vb2p.hashing import atomic_write_bytes, file_blake2b, new_hasher, update_from_file
+from vb2p.files import HASH_NAME, atomic_write_bytes, blake2b_of, file_blake2b
 from vb2p.manifest import FileEntry, Manifest, latest_version, parse_manifest, safe_relative_path
 from vb2p.source import LocalSource, S3Source
 
@@ -130,10 +131,9 @@ class ReleaseCache:
         last_problem = ""
         for attempt in range(1, self.retries + 1):
             offset = partial.stat().st_size if partial.exists() else 0
-            hasher = new_hasher()
             if offset:
                 log.info("resuming %s at byte %d", where, offset)
-                update_from_file(hasher, partial)  # the bytes a killed run already wrote
+            hasher = blake2b_of(partial) if offset else hashlib.new(HASH_NAME)  # continues over bytes already written
             received = 0
             started = time.monotonic()
             try:

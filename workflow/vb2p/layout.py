@@ -57,7 +57,6 @@ NWB_IMAGING_PLANE = "/general/optophysiology/imaging_plane_1"
 NWB_SUBJECT = "/general/subject"
 UNMATCHED_CELL_SPECIMEN_ID = -1  # written by Allen for cells not matched across sessions
 
-SCIENTIFICA_RIGS = ("CAM2P.3", "CAM2P.4", "CAM2P.5")
 MESOSCOPE_RIGS = ("MESO.1",)
 
 

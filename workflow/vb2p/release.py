@@ -10,7 +10,7 @@ import pandas as pd
 from vb2p import layout
 from vb2p.cache import ReleaseCache
 from vb2p.errors import ManifestError
-from vb2p.hashing import atomic_write_bytes
+from vb2p.files import atomic_write_bytes
 from vb2p.source import open_source, parse_release_url
 from vb2p.tables import load_tables
 

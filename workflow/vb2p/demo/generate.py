@@ -35,7 +35,7 @@ from vb2p.demo.design import (
     stream,
 )
 from vb2p.errors import Vb2pError
-from vb2p.hashing import file_blake2b
+from vb2p.files import atomic_write, file_blake2b
 from vb2p.source import VERSIONS_DIR
 
 GROUND_TRUTH_DIR = "ground_truth"
@@ -165,20 +165,13 @@ def retire_version(root: Path, key: str) -> None:
     os.replace(current, retired)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary name so an interrupted generator never leaves a file that looks complete."""
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
-    write(partial)
-    os.replace(partial, path)
-
-
 def write_experiment_file(args) -> tuple[str, str]:
     seed, size, experiment_id, content_revision, path = args
     design = design_release(seed, size)
     session = design.session_of()[experiment_id]
     experiment = next(e for e in session.experiments if e.ophys_experiment_id == experiment_id)
     data = render_experiment(design, experiment, content_revision)
-    _atomic_write(
+    atomic_write(
         path,
         lambda p: nwb.write_experiment(
             p, _session_info(design, session), _subject_info(design, session), _plane_info(design, session, experiment), data
@@ -191,7 +184,7 @@ def _write_behavior_file(args) -> tuple[str, str]:
     seed, size, behavior_session_id, path = args
     design = design_release(seed, size)
     session = next(s for s in design.sessions if s.behavior_session_id == behavior_session_id)
-    _atomic_write(path, lambda p: nwb.write_behavior_session(p, _session_info(design, session), _subject_info(design, session)))
+    atomic_write(path, lambda p: nwb.write_behavior_session(p, _session_info(design, session), _subject_info(design, session)))
     return str(path), file_blake2b(path)
 
 
@@ -221,7 +214,7 @@ def generate_release(
         key = layout.metadata_key(table_name)
         path = root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path.with_name("." + path.name), lambda p, t=table: tables.write_csv(t, p))
+        atomic_write(path.with_name("." + path.name), lambda p, t=table: tables.write_csv(t, p))
         if path.exists() and file_blake2b(path) != file_blake2b(path.with_name("." + path.name)):
             retire_version(root, key)
         os.replace(path.with_name("." + path.name), path)
@@ -256,7 +249,7 @@ def generate_release(
     manifest = build_manifest(root, design, manifest_version, state)
     manifest_path = root / layout.manifest_key(manifest_version)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write(manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     (root / "release_notes.txt").write_text(
         f"Synthetic demo release (vb2p {__version__}, seed {seed}); manifest versions: "
         + ", ".join(sorted(set(state["manifests"]) | {manifest_version}))

@@ -1,0 +1,37 @@
+"""File hashes (BLAKE2b, the hash the release manifests use: 64-byte digest, lowercase hex) and atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+HASH_NAME = "blake2b"
+
+
+def blake2b_of(path: str | Path):
+    """The BLAKE2b hash object of a file's bytes; it can be updated further (a resumed download continues it)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, HASH_NAME)
+
+
+def file_blake2b(path: str | Path) -> str:
+    return blake2b_of(path).hexdigest()
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call write(temporary) for a name in the same directory, then rename: readers never see a half-written file,
+    and a writer killed half-way leaves only the temporary name behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")  # keeps the suffix readers check
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, content: bytes) -> None:
+    atomic_write(path, lambda temporary: temporary.write_bytes(content))
