@@ -21,4 +21,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
-        figure_outputs,
+        per_experiment_outputs,

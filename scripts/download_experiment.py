@@ -1,12 +1,8 @@
-"""Rule download_experiment: one NWB file into the verified cache (version-pinned, hash-checked, resumable)."""
+"""Rule download_experiment: one NWB file into the verified cache (vb2p.steps.download)."""
 
+from vb2p import steps
 from vb2p.logs import log_to
-from vb2p.release import download_experiment, read_record
 
 log_to(snakemake.log[0])
-download_experiment(
-    snakemake.params.config,
-    read_record(snakemake.input.record),
-    int(snakemake.wildcards.ophys_experiment_id),
-    snakemake.output.download,
-)
+steps.download(snakemake.params.config, snakemake.input.record, int(snakemake.wildcards.ophys_experiment_id),
+               snakemake.output.download)

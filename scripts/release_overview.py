@@ -1,11 +1,9 @@
-"""Rule release_overview: the tables that describe the whole release (vb2p.overview)."""
+"""Rule release_overview: the tables that describe the whole release (vb2p.steps.overview)."""
 
 from pathlib import Path
 
+from vb2p import steps
 from vb2p.logs import log_to
-from vb2p.overview import release_overview, write_overview
-from vb2p.release import read_record, record_tables
 
 log_to(snakemake.log[0])
-tables = record_tables(read_record(snakemake.input.record))
-write_overview(release_overview(tables), Path(snakemake.output.tables[0]).parent)
+steps.overview(snakemake.input.record, Path(snakemake.output.tables[0]).parent)

@@ -1,7 +1,7 @@
-"""Rule sync_metadata: resolve the manifest and fetch the four metadata tables into the verified cache."""
+"""Rule sync_metadata: resolve the manifest, fetch the metadata tables into the cache (vb2p.steps.sync)."""
 
+from vb2p import steps
 from vb2p.logs import log_to
-from vb2p.release import sync_metadata
 
 log_to(snakemake.log[0])
-sync_metadata(snakemake.params.config, snakemake.output.record)
+steps.sync(snakemake.params.config, snakemake.output.record)

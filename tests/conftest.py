@@ -70,3 +70,26 @@ def release_config(url: str, cache_dir, endpoint_url: str | None = None, version
             "selection": selection,
         }
     )
+
+
+def run_workflow(workdir: Path, config: dict, *extra: str, env: dict | None = None):
+    """The workflow as a user runs it (the default profile applies), on a config written to workdir/config.yaml."""
+    import os
+    import subprocess
+
+    import yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+         str(workdir / "config.yaml"), "--cores", "2", *extra],
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def real_experiments():
+    from vb2p.tables import load_table
+
+    return load_table(DATA / "real_metadata" / "ophys_experiment_table.csv", "ophys_experiment_table")

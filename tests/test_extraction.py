@@ -180,5 +180,5 @@ def test_cell_count_cross_check_reports_mismatches(tmp_path, demo_root):
     assert mismatches.ophys_experiment_id.tolist() == [index.ophys_experiment_id[1]]
     assert mismatches.difference.tolist() == [2]
     reopened = xr.open_zarr(tmp_path / index.path[0])
-    assert int(reopened.valid_roi.sum()) == index.n_valid_cells[0]
+    assert int(reopened.valid_roi.sum()) == index.n_valid_rois[0]
     shutil.rmtree(tmp_path / index.path[0])

@@ -123,8 +123,10 @@ def test_cell_count_tables(tables, stores):
     assert by_experiment.n_cells.sum() == len(cells)
     for row in by_experiment.sample(5, random_state=0).itertuples():
         assert row.n_cells == (cells.ophys_experiment_id == row.ophys_experiment_id).sum()
-    by_depth = cell_counts.counts_by_depth(by_experiment, 50)
-    assert by_depth.n_cells.sum() == len(cells) and by_depth.n_experiments.sum() == len(experiments)
+    by_depth = cell_counts.counts_by_depth(by_experiment, cells, 50)
+    assert by_depth.n_rois_summed_over_experiments.sum() == len(cells)
+    assert by_depth.n_experiments.sum() == len(experiments)
+    assert (by_depth.n_neurons <= by_depth.n_rois_summed_over_experiments).all()
     assert (by_depth.depth_bin_start_um % 50 == 0).all()
     assert set(by_depth.cre_line) == set(experiments.cre_line)
     summary = cell_counts.summary(by_experiment).set_index("group")
@@ -170,6 +172,19 @@ def synthetic_by_experiment() -> pd.DataFrame:
     )
 
 
+def synthetic_by_depth() -> pd.DataFrame:
+    """Counts per depth bin of a release where each neuron is imaged in about three sessions."""
+    rng = np.random.default_rng(8)
+    rows = [
+        {"cre_line": cre_line, "targeted_structure": structure, "depth_bin_start_um": depth, "bin_width_um": 50,
+         "n_experiments": int(n), "n_rois_summed_over_experiments": int(n * 60), "n_neurons": int(n * 20)}
+        for cre_line in sorted(figures.CRE_COLOURS)
+        for structure in ("VISp", "VISl")
+        for depth, n in zip((50, 150, 250), rng.integers(1, 8, 3))
+    ]
+    return pd.DataFrame(rows)
+
+
 def synthetic_views():
     rng = np.random.default_rng(6)
     base = 40 + 15 * smooth_noise(rng, (96, 80), 2.0)
@@ -190,7 +205,7 @@ PLOTS = {
     "histogram": lambda: figures.plot_cells_per_experiment_histogram(synthetic_by_experiment()),
     "vs_depth": lambda: figures.plot_cells_vs_depth(synthetic_by_experiment()),
     "by_cre_line": lambda: figures.plot_cells_by_cre_line(synthetic_by_experiment()),
-    "by_depth_bin": lambda: figures.plot_counts_by_depth(cell_counts.counts_by_depth(synthetic_by_experiment(), 50)),
+    "by_depth_bin": lambda: figures.plot_counts_by_depth(synthetic_by_depth()),
     "container": lambda: figures.plot_container_alignment(7, synthetic_views(), *align_container(synthetic_views())),
     "session": lambda: figures.plot_session_population(
         9,

@@ -17,24 +17,37 @@ envvars:
     "PYTHONPATH",
 
 
-from vb2p import layout
+from vb2p import layout, results
+from vb2p.selection import experiment_groups, read_selection
 from vb2p.overview import OVERVIEW_TABLES
-from vb2p.config import validate_config
+from vb2p.config import check_locations, read_config_file, validate_config
 from vb2p.errors import ConfigError
 
+# Before any job: Snakemake's own YAML reading keeps the last of two equal keys, so every config file is read again
+# strictly; then the merged config is validated and every place the run writes to is probed.
 try:
+    for configfile_path in {
+        *workflow.configfiles,
+        *(workflow.overwrite_configfiles or []),
+    }:
+        read_config_file(configfile_path)
     config.update(validate_config(config))
+    check_locations(config)
 except ConfigError as error:
     raise WorkflowError(str(error))
+if workflow.resource_settings.cores == 0:
+    raise WorkflowError(
+        "--cores 0 leaves no core to run a job on (Snakemake would wait forever): use --cores 1 or more"
+    )
 
-LOGS = "results/logs"
-BENCHMARKS = "results/benchmarks"
-RELEASE_RECORD = "results/release/release.json"
-SELECTION = "results/selection/experiments.csv"
-ZARR_INDEX = "results/zarr/index.csv"
-CELL_COUNT_MISMATCHES = "results/qc/cell_count_mismatches.csv"
-CELL_COUNT_TABLES = ("by_experiment", "by_depth", "summary", "selected")
-CELL_COUNT_FIGURES = ("histogram", "vs_depth", "by_cre_line", "by_depth_bin")
+LOGS = str(results.LOGS)
+BENCHMARKS = str(results.BENCHMARKS)
+RELEASE_RECORD = str(results.RELEASE_RECORD)
+SELECTION = str(results.SELECTION)
+ZARR_INDEX = str(results.ZARR_INDEX)
+CELL_COUNT_MISMATCHES = str(results.CELL_COUNT_MISMATCHES)
+# The config keys a rule that reads the release needs (download and extraction check the cached files).
+RELEASE_CONFIG = {key: config[key] for key in ("release", "cache_dir", "download")}
 
 
 wildcard_constraints:
@@ -58,30 +71,19 @@ def demo_release_inputs():
 
 
 def stores_of(experiment_ids):
-    return expand("results/zarr/{id}.zarr", id=experiment_ids)
+    return [str(results.store(i)) for i in experiment_ids]
 
 
 @functools.lru_cache(maxsize=4)
 def _plan(selection_path, modified_ns):
-    """Stores per container (acquisition order: the first is the reference session) and per session.
-
-    Cached per version of the selection file: input functions run once per job, thousands of times for the whole
-    release, and must not read the CSV each time.
+    """The selection's experiment groups, as store paths. Cached per version of the selection file: input functions
+    run once per job, thousands of times for the whole release, and must not read the CSV each time.
     """
-    from vb2p.selection import read_selection
-
-    chosen = read_selection(selection_path)
-    ordered = chosen.sort_values("date_of_acquisition")
+    groups = experiment_groups(read_selection(selection_path))
     return {
-        "experiments": stores_of(chosen.index),
-        "containers": {
-            int(c): stores_of(rows.index)
-            for c, rows in ordered.groupby("ophys_container_id")
-        },
-        "sessions": {
-            int(s): stores_of(rows.index)
-            for s, rows in chosen.groupby("ophys_session_id")
-        },
+        "experiments": stores_of(groups["experiments"]),
+        "containers": {c: stores_of(ids) for c, ids in groups["containers"].items()},
+        "sessions": {s: stores_of(ids) for s, ids in groups["sessions"].items()},
     }
 
 
@@ -103,24 +105,28 @@ def session_stores(wildcards):
     return selection_plan()["sessions"][int(wildcards.ophys_session_id)]
 
 
-def figure_outputs(wildcards):
+def per_experiment_outputs(wildcards):
+    """Every output made per experiment, container or session: targets of `all` themselves, so one deleted by hand
+    is made again (Snakemake does not remake a missing intermediate file whose dependents are up to date).
+    """
     plan = selection_plan()
     containers, sessions = sorted(plan["containers"]), sorted(plan["sessions"])
     return [
-        *expand("results/figures/containers/{c}.png", c=containers),
-        *expand("results/alignment/{c}.csv", c=containers),
-        *expand("results/figures/sessions/{s}.png", s=sessions),
-        *expand("results/sessions/{s}.csv", s=sessions),
+        *plan["experiments"],
+        *[str(results.alignment_figure(c)) for c in containers],
+        *[str(results.alignment_table(c)) for c in containers],
+        *[str(results.session_figure(s)) for s in sessions],
+        *[str(results.session_table(s)) for s in sessions],
     ]
 
 
 def final_outputs():
     return [
         RELEASE_RECORD,
-        *expand("results/overview/{name}.csv", name=OVERVIEW_TABLES),
+        *[str(results.OVERVIEW_DIR / f"{name}.csv") for name in OVERVIEW_TABLES],
         SELECTION,
         ZARR_INDEX,
         CELL_COUNT_MISMATCHES,
-        *expand("results/cell_counts/{name}.csv", name=CELL_COUNT_TABLES),
-        *expand("results/figures/cell_counts/{name}.png", name=CELL_COUNT_FIGURES),
+        *[str(results.cell_count_table(name)) for name in results.CELL_COUNT_TABLES],
+        *[str(results.cell_count_figure(name)) for name in results.CELL_COUNT_FIGURES],
     ]

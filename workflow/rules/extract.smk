@@ -2,25 +2,26 @@ rule download_experiment:
     input:
         record=RELEASE_RECORD,
     output:
-        download="results/downloads/{ophys_experiment_id}.json",
+        download=str(results.download_receipt("{ophys_experiment_id}")),
     log:
         f"{LOGS}/download_experiment/{{ophys_experiment_id}}.log",
     benchmark:
         f"{BENCHMARKS}/download_experiment/{{ophys_experiment_id}}.tsv"
+    retries: 0
     localrule: True
     conda:
         "../../envs/release.yaml"
     params:
-        config={key: config[key] for key in ("release", "cache_dir", "download")},
+        config=RELEASE_CONFIG,
     script:
         "../../scripts/download_experiment.py"
 
 
 rule extract_experiment:
     input:
-        download="results/downloads/{ophys_experiment_id}.json",
+        download=str(results.download_receipt("{ophys_experiment_id}")),
     output:
-        store=directory("results/zarr/{ophys_experiment_id}.zarr"),
+        store=directory(str(results.store("{ophys_experiment_id}"))),
     log:
         f"{LOGS}/extract_experiment/{{ophys_experiment_id}}.log",
     benchmark:
@@ -28,7 +29,7 @@ rule extract_experiment:
     conda:
         "../../envs/zarr.yaml"
     params:
-        extraction=config["extraction"],
+        config={**RELEASE_CONFIG, "extraction": config["extraction"]},
     script:
         "../../scripts/extract_experiment.py"
 
@@ -50,6 +51,7 @@ rule zarr_index:
         f"{LOGS}/zarr_index.log",
     benchmark:
         f"{BENCHMARKS}/zarr_index.tsv"
+    retries: 0
     conda:
         "../../envs/zarr.yaml"
     script:

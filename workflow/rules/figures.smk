@@ -4,11 +4,11 @@ rule container_alignment:
         selection=SELECTION,
     output:
         figure=report(
-            "results/figures/containers/{ophys_container_id}.png",
+            str(results.alignment_figure("{ophys_container_id}")),
             caption="../report/container_alignment.rst",
             category="Container alignment",
         ),
-        table="results/alignment/{ophys_container_id}.csv",
+        table=str(results.alignment_table("{ophys_container_id}")),
     log:
         f"{LOGS}/container_alignment/{{ophys_container_id}}.log",
     benchmark:
@@ -26,11 +26,11 @@ rule session_population:
         stores=session_stores,
     output:
         figure=report(
-            "results/figures/sessions/{ophys_session_id}.png",
+            str(results.session_figure("{ophys_session_id}")),
             caption="../report/session_population.rst",
             category="Session population dF/F",
         ),
-        table="results/sessions/{ophys_session_id}.csv",
+        table=str(results.session_table("{ophys_session_id}")),
     log:
         f"{LOGS}/session_population/{{ophys_session_id}}.log",
     benchmark:
@@ -49,12 +49,18 @@ rule cell_counts:
         index=ZARR_INDEX,
     output:
         tables=report(
-            expand("results/cell_counts/{name}.csv", name=CELL_COUNT_TABLES),
+            [
+                str(results.cell_count_table(name))
+                for name in results.CELL_COUNT_TABLES
+            ],
             caption="../report/cell_counts.rst",
             category="Cell counts",
         ),
         figures=report(
-            expand("results/figures/cell_counts/{name}.png", name=CELL_COUNT_FIGURES),
+            [
+                str(results.cell_count_figure(name))
+                for name in results.CELL_COUNT_FIGURES
+            ],
             caption="../report/cell_counts.rst",
             category="Cell counts",
         ),

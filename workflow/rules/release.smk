@@ -7,11 +7,12 @@ rule sync_metadata:
         f"{LOGS}/sync_metadata.log",
     benchmark:
         f"{BENCHMARKS}/sync_metadata.tsv"
+    retries: 0
     localrule: True
     conda:
         "../../envs/release.yaml"
     params:
-        config={key: config[key] for key in ("release", "cache_dir", "download")},
+        config=RELEASE_CONFIG,
     script:
         "../../scripts/sync_metadata.py"
 
@@ -21,7 +22,7 @@ rule release_overview:
         record=RELEASE_RECORD,
     output:
         tables=report(
-            expand("results/overview/{name}.csv", name=OVERVIEW_TABLES),
+            [str(results.OVERVIEW_DIR / f"{name}.csv") for name in OVERVIEW_TABLES],
             caption="../report/overview.rst",
             category="Release overview",
         ),
@@ -29,6 +30,7 @@ rule release_overview:
         f"{LOGS}/release_overview.log",
     benchmark:
         f"{BENCHMARKS}/release_overview.tsv"
+    retries: 0
     conda:
         "../../envs/release.yaml"
     script:
@@ -44,9 +46,11 @@ checkpoint select_experiments:
         f"{LOGS}/select_experiments.log",
     benchmark:
         f"{BENCHMARKS}/select_experiments.tsv"
+    retries: 0
     conda:
         "../../envs/release.yaml"
     params:
         selection=config["selection"],
+        max_selection_gb=config["download"]["max_selection_gb"],
     script:
         "../../scripts/select_experiments.py"

@@ -1,36 +1,53 @@
 """A verified download cache in AllenSDK's layout (layout document section 3).
 
-    cache_dir/<manifest file name>                       every manifest used
-    cache_dir/_manifest_last_used.txt                    name of the last one
+    cache_dir/<manifest file name>                         every manifest used
+    cache_dir/_manifest_last_used.txt                      name of the last one
     cache_dir/<project>-<version>/<url path minus prefix>  the files
-    cache_dir/_downloaded_data.json                      {absolute resolved path: file_hash}
+    cache_dir/_downloaded_data.json                        AllenSDK's download list: {resolved path: file_hash}
+    cache_dir/.vb2p/verified/<path of the file>.json        our verification stamp of each file (below)
+    cache_dir/.vb2p/locks/                                  one lock per file being fetched
 
 AllenSDK's `from_local_cache` reads a cache written here, and a cache AllenSDK wrote is reused here. Every file is
 fetched pinned by version id, hashed while it streams, written under a temporary name and renamed only when its
-BLAKE2b matches the manifest. A file whose hash was already downloaded for another manifest version is symlinked
-(as AllenSDK does), not downloaded again.
+BLAKE2b matches the manifest.
+
+What the cache hands out is checked every time, not trusted forever: a verification stamp records the file's hash with
+its size, mtime, inode and a hash of 16 sampled blocks when it was hashed. Each use compares these with the file
+(well under a millisecond); when any differs (a truncation, an edit in place, a sync tool, a restore) or there is no
+stamp (a file AllenSDK downloaded), the whole file is hashed again. A file that no longer matches its manifest hash is fetched again,
+resuming from its bytes when it is only shorter. A file whose hash was downloaded for another manifest version of
+this cache is linked instead of downloaded (as AllenSDK does), after the same check of the file linked to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import fcntl
 import json
 import logging
 import os
 import time
 from pathlib import Path
 
+from filelock import FileLock
+
 from vb2p import layout
 from vb2p.errors import DownloadError, ManifestError
-from vb2p.files import HASH_NAME, atomic_write_bytes, blake2b_of, file_blake2b
+from vb2p.files import HASH_NAME, atomic_write_bytes, blake2b_of, file_blake2b, sampled_blake2b
 from vb2p.manifest import FileEntry, Manifest, latest_version, parse_manifest, safe_relative_path
 from vb2p.source import LocalSource, S3Source
 
 log = logging.getLogger(__name__)
 PARTIAL_SUFFIX = ".partial"
 PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
+STAMP_DIR = Path(".vb2p") / "verified"
+LOCK_DIR = Path(".vb2p") / "locks"
+
+
+def _fingerprint(path: Path) -> dict:
+    """What a verification stamp compares on each use: the stat fields an edit, a truncation or a copy changes,
+    and a BLAKE2b of 16 sampled blocks, for edits that keep the stat (a tool restoring mtime, a disk error)."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "sampled": sampled_blake2b(path)}
 
 
 class ReleaseCache:
@@ -48,7 +65,7 @@ class ReleaseCache:
         return self.cache_dir / layout.CACHE_LAST_USED
 
     @property
-    def downloaded_path(self) -> Path:
+    def downloaded_data_path(self) -> Path:
         return self.cache_dir / layout.CACHE_DOWNLOADED
 
     def resolve_manifest(self, version: str = "latest") -> Manifest:
@@ -99,33 +116,82 @@ class ReleaseCache:
         return path
 
     def fetch(self, manifest: Manifest, entry: FileEntry) -> Path:
-        """The verified local copy of a manifest entry, downloading it only when no verified copy exists."""
+        """The local copy of a manifest entry, checked against its hash (see the module docstring); fetched when
+        there is none, or when the one there no longer matches."""
         path = self.local_path(manifest, entry)
-        if self._load_record().get(str(path.resolve())) == entry.file_hash and path.is_file():
-            return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(self.cache_dir / ".locks" / f"{entry.file_hash[:40]}.lock"):
-            record = self._load_record()
-            if record.get(str(path.resolve())) == entry.file_hash and path.is_file():
-                return path  # another process finished it while we waited
-            if path.is_file() and not path.is_symlink():
-                # Present but not recorded (a cache made before records were kept): verify it once.
-                if file_blake2b(path) == entry.file_hash:
-                    self._record(path, entry.file_hash)
+        with FileLock(self._lock_path(entry.file_hash)):
+            if path.is_symlink() and not path.exists():
+                path.unlink()  # the file it pointed at is gone
+            if path.exists():
+                if self.check(path, entry.file_hash):
                     return path
-                log.warning("%s does not match its manifest hash; fetching it again", path)
-            if path.is_symlink() or path.exists():
-                path.unlink()
-            same = _downloaded_with_hash(record, entry.file_hash)
+                self._set_aside(path)
+            same = self._reusable_copy(entry.file_hash)
             if same is not None:
                 path.symlink_to(same)
-                log.info("reused %s for %s (same BLAKE2b under another manifest version)", same, path)
+                self._add_to_downloaded_data(path, entry.file_hash)
+                log.info("linked %s to %s: same BLAKE2b, downloaded for another manifest version", path, same)
                 return path
             self._download(entry, path)
-            self._record(path, entry.file_hash)
+            self._stamp(path, entry.file_hash)
+            self._add_to_downloaded_data(path, entry.file_hash)
             return path
 
+    def check(self, path: Path, file_hash: str) -> bool:
+        """True when path (or the file it links to) has file_hash: by its stamp when its stat is unchanged since it
+        was hashed, by hashing it again otherwise (and then stamped anew)."""
+        real = path.resolve()
+        stamp = self._read_stamp(real)
+        now = _fingerprint(real)
+        if stamp is not None and stamp["file_hash"] == file_hash and all(stamp.get(k) == now[k] for k in now):
+            return True
+        if stamp is None:
+            log.info("hashing %s: no record of its verification (a file this cache did not download)", real)
+        else:
+            changed = [k for k in now if stamp.get(k) != now[k]] or ["file_hash"]
+            log.warning("hashing %s again: its %s changed since it was verified", real, ", ".join(changed))
+        started = time.monotonic()
+        digest = file_blake2b(real)
+        log.info("hashed %s (%.1f MB) in %.2f s", real, now["size"] / 1e6, time.monotonic() - started)
+        if digest != file_hash:
+            log.warning("%s does not match its manifest hash (manifest %s, file %s)", real, file_hash, digest)
+            return False
+        self._stamp(real, file_hash)
+        return True
+
+    def _set_aside(self, path: Path) -> None:
+        """A copy that failed its check: a link is removed; a file becomes the partial download to resume from (the
+        bytes it shares with the object are kept when it was only cut short; the final hash check catches the rest)."""
+        log.warning("fetching %s again: the copy in the cache no longer matches the manifest", path)
+        self._remove_from_downloaded_data(path)
+        if path.is_symlink():
+            path.unlink()
+        else:
+            os.replace(path, path.with_name(path.name + PARTIAL_SUFFIX))
+
+    def _reusable_copy(self, file_hash: str) -> Path | None:
+        """A file of this cache, listed with this hash (downloaded for another manifest version), that checks out."""
+        root = self.cache_dir.resolve()
+        for recorded, recorded_hash in sorted(self._downloaded_data().items()):
+            candidate = Path(recorded)
+            if recorded_hash != file_hash or not candidate.is_file():
+                continue
+            real = candidate.resolve()
+            if root not in real.parents:
+                log.info("not reusing %s: it lies outside %s", real, root)
+                continue
+            if self.check(real, file_hash):
+                return real
+        return None
+
     def _download(self, entry: FileEntry, path: Path) -> None:
+        """Stream the pinned object into path + .partial and rename it when its BLAKE2b matches.
+
+        botocore retries a request that fails before its body arrives (connection errors, 5xx, throttling); this
+        loop adds what it does not do: resume a body that breaks mid-stream from the last byte written, and start
+        over after a hash mismatch.
+        """
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
         where = self.source.describe(entry.key, entry.version_id)
         last_problem = ""
@@ -163,45 +229,52 @@ class ReleaseCache:
             partial.unlink(missing_ok=True)
         raise DownloadError(f"{where} ({entry.url}) failed after {self.retries} attempts: {last_problem}")
 
-    # ----- the record of downloads (_downloaded_data.json), shared with AllenSDK -----
+    # ----- verification stamps (ours) -----
 
-    def _load_record(self) -> dict[str, str]:
-        if not self.downloaded_path.exists():
+    def _stamp_path(self, real: Path) -> Path:
+        return self.cache_dir / STAMP_DIR / f"{real.relative_to(self.cache_dir.resolve())}.json"
+
+    def _read_stamp(self, real: Path) -> dict | None:
+        try:
+            return json.loads(self._stamp_path(real).read_text())
+        except (FileNotFoundError, ValueError):  # none yet, or unreadable: hash the file again
+            return None
+
+    def _stamp(self, path: Path, file_hash: str) -> None:
+        real = path.resolve()
+        atomic_write_bytes(self._stamp_path(real), json.dumps({"file_hash": file_hash, **_fingerprint(real)}).encode())
+
+    def _lock_path(self, file_hash: str) -> Path:
+        lock = self.cache_dir / LOCK_DIR / f"{file_hash[:40]}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        return lock
+
+    # ----- AllenSDK's download list (_downloaded_data.json) -----
+
+    def _downloaded_data(self) -> dict[str, str]:
+        if not self.downloaded_data_path.exists():
             return {}
         try:
-            return json.loads(self.downloaded_path.read_text())
+            return json.loads(self.downloaded_data_path.read_text())
         except json.JSONDecodeError as error:
             raise DownloadError(
-                f"{self.downloaded_path} is not valid JSON ({error}); delete it and the cache re-verifies its files"
+                f"{self.downloaded_data_path} is not valid JSON ({error}); delete it and the cache re-verifies its files"
             ) from error
 
-    def _record(self, path: Path, file_hash: str) -> None:
-        with _locked(self.cache_dir / ".downloaded_data.lock"):
-            record = self._load_record()
-            record[str(path.resolve())] = file_hash
-            atomic_write_bytes(self.downloaded_path, json.dumps(record, indent=2, sort_keys=True).encode())
+    def _update_downloaded_data(self, change) -> None:
+        with FileLock(self.cache_dir / LOCK_DIR / "downloaded_data.lock"):
+            listed = self._downloaded_data()
+            change(listed)
+            atomic_write_bytes(self.downloaded_data_path, json.dumps(listed, indent=2, sort_keys=True).encode())
 
+    # AllenSDK lists the resolved path: a link made for a later manifest version lists the file it points at.
+    def _add_to_downloaded_data(self, path: Path, file_hash: str) -> None:
+        self._update_downloaded_data(lambda listed: listed.__setitem__(str(path.resolve()), file_hash))
 
-def _downloaded_with_hash(record: dict[str, str], file_hash: str) -> Path | None:
-    """A recorded file with this hash that still exists (downloaded for another manifest version)."""
-    for recorded, recorded_hash in sorted(record.items()):
-        if recorded_hash == file_hash and Path(recorded).is_file():
-            return Path(recorded).resolve()
-    return None
+    def _remove_from_downloaded_data(self, path: Path) -> None:
+        self._update_downloaded_data(lambda listed: listed.pop(str(path.resolve()), None))
 
 
 def _log_progress(where: str, total: int, started: float, received: int) -> None:
     elapsed = max(time.monotonic() - started, 1e-9)
     log.info("%s: %.1f MB, %.1f MB/s", where, total / 1e6, received / 1e6 / elapsed)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    """An exclusive advisory lock: parallel jobs never write one file or the download record at once."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

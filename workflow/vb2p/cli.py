@@ -1,4 +1,10 @@
-"""`vb2p <step>`: every step of the workflow, runnable by hand (the rule scripts call the same functions)."""
+"""`vb2p <step>`: every step of the workflow, runnable by hand in the directory the workflow runs in.
+
+Each subcommand calls the same vb2p.steps function as the step's rule script, with the inputs and outputs where the
+workflow keeps them (vb2p.results): `vb2p extract --experiment 951980471` reads results/downloads/951980471.json and
+writes results/zarr/951980471.zarr, as the rule extract_experiment would. `--config` files are merged over
+config/config.yaml exactly as Snakemake merges them.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +13,120 @@ import logging
 import sys
 from pathlib import Path
 
+from vb2p import results
 from vb2p.errors import Vb2pError
 
 DEFAULT_CONFIG = Path("config/config.yaml")
 
 
-def _demo_release(args: argparse.Namespace) -> None:
-    from vb2p.demo.design import DemoSize
-    from vb2p.demo.generate import generate_release
-
-    size = DemoSize(mice=args.mice, duration_s=args.duration_s, cells_per_plane=args.cells, all_traces=args.all_traces)
-    root = generate_release(
-        args.out,
-        seed=args.seed,
-        size=size,
-        manifest_version=args.manifest_version,
-        revision=args.revision,
-        workers=args.workers,
-    )
-    print(root)
-
-
 def _config(args: argparse.Namespace) -> dict:
-    from vb2p.config import load_config
+    from vb2p.config import check_locations, load_config
 
-    return load_config(DEFAULT_CONFIG, *(args.config or []))
-
-
-def _sync(args: argparse.Namespace) -> None:
-    from vb2p.release import sync_metadata
-
-    record = sync_metadata(_config(args), args.out)
-    print(f"manifest {record['manifest_version']} from {record['source']}; tables in {record['cache_dir']}")
+    config = load_config(DEFAULT_CONFIG, *(args.config or []))
+    check_locations(config)
+    return config
 
 
-def _overview(args: argparse.Namespace) -> None:
-    from vb2p.overview import release_overview, write_overview
-    from vb2p.release import read_record, record_tables
+def _groups() -> dict:
+    from vb2p.selection import experiment_groups, read_selection
 
-    for path in write_overview(release_overview(record_tables(read_record(args.record))), args.out):
+    return experiment_groups(read_selection(results.SELECTION))
+
+
+def _stores(experiment_ids: list[int]) -> list[Path]:
+    return [results.store(i) for i in experiment_ids]
+
+
+def _demo_release(args: argparse.Namespace) -> None:
+    from vb2p import steps
+
+    demo = {key: getattr(args, key) for key in _demo_defaults()}
+    print(steps.demo_release(demo, workers=args.workers, revision=args.revision))
+
+
+def _sync(args) -> None:
+    from vb2p import steps
+
+    record = steps.sync(_config(args), results.RELEASE_RECORD)
+    print(f"manifest {record['manifest_version']} from {record['source']} -> {results.RELEASE_RECORD}")
+
+
+def _overview(args) -> None:
+    from vb2p import steps
+
+    for path in steps.overview(results.RELEASE_RECORD, results.OVERVIEW_DIR):
         print(path)
 
 
-def _select(args: argparse.Namespace) -> None:
-    from vb2p.release import read_record, record_tables
-    from vb2p.selection import select_experiments, write_selection
+def _select(args) -> None:
+    from vb2p import steps
 
-    experiments = record_tables(read_record(args.record))["ophys_experiment_table"]
-    selected = select_experiments(experiments, **_config(args)["selection"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_selection(selected, args.out)
-    print(f"{len(selected)} experiments in {selected.ophys_container_id.nunique()} containers -> {args.out}")
+    config = _config(args)
+    selected = steps.select(config["selection"], config["download"]["max_selection_gb"], results.RELEASE_RECORD,
+                            results.SELECTION)
+    print(f"{len(selected)} experiments in {selected.ophys_container_id.nunique()} containers -> {results.SELECTION}")
+
+
+def _download(args) -> None:
+    from vb2p import steps
+
+    receipt = steps.download(_config(args), results.RELEASE_RECORD, args.experiment,
+                             results.download_receipt(args.experiment))
+    print(receipt["path"])
+
+
+def _extract(args) -> None:
+    from vb2p import steps
+
+    steps.extract(_config(args), results.download_receipt(args.experiment), args.experiment,
+                  results.store(args.experiment))
+    print(results.store(args.experiment))
+
+
+def _index(args) -> None:
+    from vb2p import steps
+
+    steps.build_index(_stores(_groups()["experiments"]), results.RELEASE_RECORD, results.ZARR_INDEX,
+                      results.CELL_COUNT_MISMATCHES)
+    print(results.ZARR_INDEX)
+
+
+def _alignment(args) -> None:
+    from vb2p import steps
+
+    config = _config(args)
+    container = args.container
+    steps.container_alignment(_stores(_groups()["containers"][container]), container,
+                              config["figures"]["alignment_upsample"], results.alignment_table(container),
+                              results.alignment_figure(container))
+    print(results.alignment_figure(container))
+
+
+def _cell_counts(args) -> None:
+    from vb2p import steps
+
+    config = _config(args)
+    tables, figure_paths = steps.cell_count_outputs()
+    steps.cell_counts(results.RELEASE_RECORD, results.ZARR_INDEX, config["figures"]["depth_bin_um"], tables,
+                      figure_paths)
+    print(results.CELL_COUNTS_DIR)
+
+
+def _population(args) -> None:
+    from vb2p import steps
+
+    config = _config(args)
+    session = args.session
+    steps.population(_stores(_groups()["sessions"][session]), session, tuple(config["figures"]["session_window_s"]),
+                     results.session_table(session), results.session_figure(session))
+    print(results.session_figure(session))
+
+
+def _demo_defaults() -> dict:
+    """The demo's knobs and their defaults, from the config schema (their one source)."""
+    from vb2p.config import load_schema
+
+    return {key: spec["default"] for key, spec in load_schema()["properties"]["demo"]["properties"].items()}
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -71,43 +140,52 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vb2p", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vb2p", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     steps = parser.add_subparsers(dest="step", required=True)
 
     demo = steps.add_parser(
         "demo-release",
-        help="write a synthetic release in the real bucket layout",
+        help="write a synthetic release in the real bucket layout (rule demo_release)",
         description="Write a deterministic synthetic Visual Behavior 2P release under OUT/visual-behavior-ophys "
-        "(manifest, four metadata tables, NWB files) and its ground truth under OUT/ground_truth. Running it again "
-        "in the same directory with another --manifest-version adds that manifest; --revision N re-releases every "
-        "third experiment with new content.",
+        "(manifest, four metadata tables, NWB files) and its ground truth under OUT/ground_truth. Defaults are the "
+        "config schema's demo defaults.",
     )
-    demo.add_argument("--out", type=Path, required=True, help="output directory (it plays the role of the bucket)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--mice", type=int, default=3, help="number of mice (3: three cre lines, both rig types)")
-    demo.add_argument("--duration-s", type=float, default=660.0, help="length of each ophys session in seconds")
-    demo.add_argument("--cells", type=int, default=40, help="ROIs per Scientifica plane (Mesoscope: a third)")
-    demo.add_argument("--all-traces", action="store_true", help="also write the other trace matrices (real sizes)")
-    demo.add_argument("--manifest-version", default="1.0.0")
-    demo.add_argument("--revision", type=int, default=0, help="0 for a first release; N > 0 re-releases files")
-    demo.add_argument("--workers", type=int, default=1, help="processes writing NWB files")
+    defaults = _demo_defaults()
+    demo.add_argument("--out", type=Path, default=Path(defaults["out"]), help="directory that plays the bucket's role")
+    demo.add_argument("--seed", type=int, default=defaults["seed"])
+    demo.add_argument("--mice", type=int, default=defaults["mice"], help="number of mice (3: three cre lines, both rigs)")
+    demo.add_argument("--duration-s", type=float, default=defaults["duration_s"], help="length of each ophys session")
+    demo.add_argument("--cells-per-plane", type=int, default=defaults["cells_per_plane"], help="ROIs per plane (scale)")
+    demo.add_argument("--all-traces", action="store_true", default=defaults["all_traces"],
+                      help="also write the other trace matrices (real file sizes)")
+    demo.add_argument("--manifest-version", default=defaults["manifest_version"])
+    demo.add_argument("--workers", type=int, default=defaults["workers"], help="processes writing NWB files")
+    demo.add_argument("--revision", type=int, default=0,
+                      help="0 for a first release; N > 0 (with another --manifest-version) re-releases every third "
+                      "experiment with new content, as Allen's later manifests did")
     demo.set_defaults(run=_demo_release)
 
-    sync = steps.add_parser("sync", help="resolve the manifest and fetch the metadata tables into the cache")
-    _add_config_option(sync)
-    sync.add_argument("--out", type=Path, default=Path("results/release/release.json"), help="sync record")
-    sync.set_defaults(run=_sync)
-
-    overview = steps.add_parser("overview", help="tables that describe the whole release")
-    overview.add_argument("--record", type=Path, default=Path("results/release/release.json"))
-    overview.add_argument("--out", type=Path, default=Path("results/overview"))
+    for name, run, help_text in (
+        ("sync", _sync, "resolve the manifest and fetch the metadata tables into the cache (rule sync_metadata)"),
+        ("select", _select, "apply the config's selection to the experiment table (checkpoint select_experiments)"),
+        ("index", _index, "index the selection's stores, cross-check cell counts (rule zarr_index)"),
+        ("cell-counts", _cell_counts, "cells, neurons and ROIs by depth, line and structure (rule cell_counts)"),
+    ):
+        step = steps.add_parser(name, help=help_text, description=help_text)
+        _add_config_option(step)
+        step.set_defaults(run=run)
+    overview = steps.add_parser("overview", help="tables that describe the whole release (rule release_overview)")
     overview.set_defaults(run=_overview)
-
-    select = steps.add_parser("select", help="apply the config's selection to the experiment table")
-    _add_config_option(select)
-    select.add_argument("--record", type=Path, default=Path("results/release/release.json"))
-    select.add_argument("--out", type=Path, default=Path("results/selection/experiments.csv"))
-    select.set_defaults(run=_select)
+    for name, run, option, help_text in (
+        ("download", _download, "--experiment", "fetch one experiment's NWB file into the cache (rule download_experiment)"),
+        ("extract", _extract, "--experiment", "write one experiment's Zarr store (rule extract_experiment)"),
+        ("alignment", _alignment, "--container", "align a container's sessions, draw its figure (rule container_alignment)"),
+        ("population", _population, "--session", "mean dF/F of a session's planes (rule session_population)"),
+    ):
+        step = steps.add_parser(name, help=help_text, description=help_text)
+        _add_config_option(step)
+        step.add_argument(option, type=int, required=True, help=f"ophys_{option[2:]}_id")
+        step.set_defaults(run=run)
     return parser
 
 

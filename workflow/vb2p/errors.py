@@ -27,3 +27,7 @@ class SelectionError(Vb2pError):
 
 class NwbError(Vb2pError):
     pass
+
+
+class OutputError(Vb2pError):
+    """A result could not be written (disk full, read-only, no permission): the inputs are not at fault."""

@@ -22,6 +22,7 @@ and renames the store only when it is complete.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -36,7 +37,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from vb2p import __version__, layout
-from vb2p.errors import NwbError
+from vb2p.errors import NwbError, OutputError
 
 log = logging.getLogger(__name__)
 UNMATCHED = layout.UNMATCHED_CELL_SPECIMEN_ID
@@ -146,37 +147,51 @@ def _partial_path(store: Path) -> Path:
     return store.with_name(f".{store.name}.partial")
 
 
-def extract_experiment(
-    nwb_path: str | Path,
-    store_path: str | Path,
-    ophys_experiment_id: int,
-    provenance: dict | None = None,
-    options: ExtractionOptions = ExtractionOptions(),
-) -> dict:
-    """Write the Zarr store of one experiment; returns a summary (ids, counts, rate) for the index."""
-    nwb_path, store_path = Path(nwb_path), Path(store_path)
-    where = f"experiment {ophys_experiment_id} ({nwb_path})"
+@contextlib.contextmanager
+def reading(where: str):
+    """Errors while reading the NWB file are the file's: name the experiment and the file."""
     try:
-        handle = h5py.File(nwb_path, "r")
-    except OSError as error:
-        raise NwbError(f"{where}: not a readable NWB/HDF5 file (corrupt or truncated?): {error}") from error
-    partial = _partial_path(store_path)
-    try:
-        with handle as f:
-            summary = _write_store(f, partial, ophys_experiment_id, where, provenance or {}, options)
+        yield
     except (OSError, KeyError, ValueError) as error:
-        shutil.rmtree(partial, ignore_errors=True)
         raise NwbError(f"{where}: reading failed (corrupt or truncated file?): {error}") from error
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if store_path.exists():
-        shutil.rmtree(store_path)
-    os.replace(partial, store_path)
-    return summary
 
 
-def _write_store(f: h5py.File, partial: Path, experiment_id: int, where: str, provenance: dict, options) -> dict:
+@contextlib.contextmanager
+def writing(store: Path):
+    """Errors while writing the store are the output's (disk full, read-only, no permission), never the NWB's."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError(
+            f"writing {store} failed: {error.strerror or error}. The NWB file is fine: free space on, or fix the "
+            f"permissions of, {store.parent}, then run again"
+        ) from error
+
+
+@dataclass
+class Plane:
+    """What one experiment file holds, read from the NWB: small arrays in memory, the large ones as datasets."""
+
+    metadata: dict
+    timestamps: np.ndarray  # (n_frames,) float64 seconds
+    dff: h5py.Dataset  # (n_frames, n_rois) float64, time first
+    roi_order: np.ndarray  # dF/F column k is row roi_order[k] of the cell table
+    cells: dict[str, np.ndarray]  # per-ROI columns in dF/F column order
+    masks: h5py.Dataset  # (n_table_rows, height, width) bool
+    max_projection: np.ndarray  # (height, width) uint8
+    average_image: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return self.dff.shape[0]
+
+    @property
+    def n_rois(self) -> int:
+        return self.dff.shape[1]
+
+
+def read_plane(f: h5py.File, experiment_id: int, where: str) -> Plane:
+    """Open the datasets of one experiment file and read its small arrays, checking that they agree."""
     metadata = nwb_metadata(f, where)
     if int(metadata.get("ophys_experiment_id", experiment_id)) != int(experiment_id):
         raise NwbError(f"{where}: the file says it is experiment {metadata['ophys_experiment_id']}")
@@ -190,116 +205,190 @@ def _write_store(f: h5py.File, partial: Path, experiment_id: int, where: str, pr
     order = _require(f, layout.NWB_DFF_ROIS, where)[:] if layout.NWB_DFF_ROIS in f else np.arange(n_rois)
     if len(order) != n_rois:
         raise NwbError(f"{where}: the dF/F ROI region lists {len(order)} ROIs for {n_rois} columns")
-    roi_ids = table["id"][:][order].astype(np.int64)
-    specimen_ids = table["cell_specimen_id"][:][order].astype(np.int64)
-    valid = table["valid_roi"][:][order].astype(bool)
-    max_projection = _require(f, layout.NWB_MAX_PROJECTION, where)[:]
-    average_image = _require(f, layout.NWB_AVERAGE_IMAGE, where)[:]
-    height, width = max_projection.shape
+    cells = {
+        "cell_roi_id": table["id"][:][order].astype(np.int64),
+        "cell_specimen_id": table["cell_specimen_id"][:][order].astype(np.int64),
+        "valid_roi": table["valid_roi"][:][order].astype(bool),
+        **{f"roi_{column}": table[column][:][order].astype(np.int64) for column in ("x", "y", "width", "height")},
+    }
+    return Plane(
+        metadata=metadata,
+        timestamps=timestamps,
+        dff=dff,
+        roi_order=order,
+        cells=cells,
+        masks=table["image_mask"],
+        max_projection=_require(f, layout.NWB_MAX_PROJECTION, where)[:].astype(np.uint8),
+        average_image=_require(f, layout.NWB_AVERAGE_IMAGE, where)[:].astype(np.uint8),
+    )
 
-    shutil.rmtree(partial, ignore_errors=True)  # a store half-written by a killed run
-    group = zarr.open_group(partial, mode="w", zarr_format=3)
-    codec = _codec(options.compression_level)
-    time_chunk = max(1, min(options.time_chunk, n_frames))
 
-    def array(name, data_or_shape, dtype, chunks, dims, attrs, fill_value=0, compressed=True):
-        created = group.create_array(
-            name,
-            shape=data_or_shape if isinstance(data_or_shape, tuple) else data_or_shape.shape,
-            dtype=dtype,
-            chunks=chunks,
-            compressors=codec if compressed else None,
-            dimension_names=dims,
-            fill_value=fill_value,
-            attributes=attrs,
+def extract_experiment(
+    nwb_path: str | Path,
+    store_path: str | Path,
+    ophys_experiment_id: int,
+    provenance: dict | None = None,
+    options: ExtractionOptions = ExtractionOptions(),
+) -> dict:
+    """Write the Zarr store of one experiment; returns a summary (ids, counts, rate) for the index.
+
+    The store is written under a temporary name and renamed when complete: a killed or failed extraction never
+    leaves a store that looks finished.
+    """
+    nwb_path, store_path = Path(nwb_path), Path(store_path)
+    where = f"experiment {ophys_experiment_id} ({nwb_path})"
+    partial = _partial_path(store_path)
+    with reading(where):
+        handle = h5py.File(nwb_path, "r")
+    try:
+        with handle as f:
+            with reading(where):
+                plane = read_plane(f, ophys_experiment_id, where)
+            with writing(partial):
+                shutil.rmtree(partial, ignore_errors=True)  # a store half-written by a killed run
+                group = zarr.open_group(partial, mode="w", zarr_format=3)
+            summary = write_store(group, partial, plane, ophys_experiment_id, where, provenance or {}, options)
+        with writing(store_path):
+            _commit(partial, store_path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return summary
+
+
+def write_store(group: zarr.Group, partial: Path, plane: Plane, experiment_id: int, where: str, provenance: dict,
+                options: ExtractionOptions) -> dict:
+    """Every array and attribute of the store, in the order a reader of this function follows the data."""
+    with writing(partial):
+        write_ids_and_images(group, plane, options)
+    copy_masks(group, partial, plane, where, options)
+    copy_traces(group, partial, plane, where, options)
+    summary = plane_summary(plane, experiment_id)
+    with writing(partial):
+        group.attrs.update(store_attributes(summary, plane.metadata, provenance, options))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
+            zarr.consolidate_metadata(str(partial))
+    return summary
+
+
+def _commit(partial: Path, store_path: Path) -> None:
+    if store_path.exists():
+        shutil.rmtree(store_path)
+    os.replace(partial, store_path)
+
+
+def _array(group: zarr.Group, name: str, shape: tuple, dtype: str, chunks: tuple, dims: list[str], attrs: dict,
+           options: ExtractionOptions, fill_value=0, compressed: bool = True) -> zarr.Array:
+    return group.create_array(
+        name,
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        compressors=_codec(options.compression_level) if compressed else None,
+        dimension_names=dims,
+        fill_value=fill_value,
+        attributes=attrs,
+    )
+
+
+CELL_ARRAY_ATTRIBUTES = {
+    "cell_roi_id": {"long_name": "ROI id (NWB cell table id)"},
+    "cell_specimen_id": {
+        "long_name": "cell id matched across the sessions of a container",
+        "unmatched_value": UNMATCHED,
+        "comment": f"{UNMATCHED} marks ROIs not matched across sessions (AllenSDK returns NaN for them)",
+    },
+    "valid_roi": {"long_name": "ROI passed Allen's classification"},
+    **{f"roi_{c}": {"long_name": f"mask bounding box {c}"} for c in ("x", "y", "width", "height")},
+}
+
+
+def write_ids_and_images(group: zarr.Group, plane: Plane, options: ExtractionOptions) -> None:
+    """The time axis, the per-ROI columns and the two projection images (small: written whole)."""
+    n_frames, n_rois = plane.n_frames, plane.n_rois
+    time = _array(group, "time", (n_frames,), "float64", (n_frames,), ["time"],
+                  {"units": "seconds", "long_name": "ophys timestamps"}, options)
+    time[...] = plane.timestamps
+    for name, values in plane.cells.items():
+        _array(group, name, (n_rois,), str(values.dtype), (n_rois,), ["cell"], CELL_ARRAY_ATTRIBUTES[name],
+               options)[...] = values
+    for name in ("max_projection", "average_image"):
+        image = getattr(plane, name)
+        _array(group, name, image.shape, "uint8", image.shape, ["y", "x"], {}, options)[...] = image
+
+
+def copy_masks(group: zarr.Group, partial: Path, plane: Plane, where: str, options: ExtractionOptions) -> None:
+    """Full-frame ROI masks in dF/F column order, a block of ROIs at a time (they are n_rois x 512 x 512 bool)."""
+    height, width = plane.max_projection.shape
+    n_rois = plane.n_rois
+    mask_chunk = max(1, min(n_rois, 64))
+    with writing(partial):
+        roi_mask = _array(
+            group, "roi_mask", (n_rois, height, width), "bool", (mask_chunk, height, width), ["cell", "y", "x"],
+            {"coordinates": CELL_COORDINATES, "long_name": "ROI masks, full field of view"}, options, fill_value=False,
         )
-        if not isinstance(data_or_shape, tuple):
-            created[...] = data_or_shape
-        return created
-
-    array("time", timestamps, "float64", (n_frames,), ["time"], {"units": "seconds", "long_name": "ophys timestamps"})
-    array("cell_roi_id", roi_ids, "int64", (n_rois,), ["cell"], {"long_name": "ROI id (NWB cell table id)"})
-    array(
-        "cell_specimen_id",
-        specimen_ids,
-        "int64",
-        (n_rois,),
-        ["cell"],
-        {
-            "long_name": "cell id matched across the sessions of a container",
-            "unmatched_value": UNMATCHED,
-            "comment": f"{UNMATCHED} marks ROIs not matched across sessions (AllenSDK returns NaN for them)",
-        },
-    )
-    array("valid_roi", valid, "bool", (n_rois,), ["cell"], {"long_name": "ROI passed Allen's classification"})
-    for column in ("x", "y", "width", "height"):
-        values = table[column][:][order].astype(np.int64)
-        array(f"roi_{column}", values, "int64", (n_rois,), ["cell"], {"long_name": f"mask bounding box {column}"})
-    array("max_projection", max_projection.astype(np.uint8), "uint8", (height, width), ["y", "x"], {})
-    array("average_image", average_image.astype(np.uint8), "uint8", (height, width), ["y", "x"], {})
-
-    masks = table["image_mask"]
-    mask_chunk = min(n_rois, 64)
-    roi_mask = array(
-        "roi_mask", (n_rois, height, width), "bool", (mask_chunk, height, width), ["cell", "y", "x"],
-        {"coordinates": CELL_COORDINATES, "long_name": "ROI masks, full field of view"}, fill_value=False,
-    )
     for start in range(0, n_rois, mask_chunk):
-        rows = order[start : start + mask_chunk]
-        # h5py needs increasing indices; the ROI region is almost always 0..n-1.
-        block = masks[int(rows.min()) : int(rows.max()) + 1][rows - rows.min()]
-        roi_mask[start : start + len(rows)] = block.astype(bool)
+        rows = plane.roi_order[start : start + mask_chunk]
+        with reading(where):
+            # h5py needs increasing indices; the ROI region is almost always 0..n-1.
+            block = plane.masks[int(rows.min()) : int(rows.max()) + 1][rows - rows.min()].astype(bool)
+        with writing(partial):
+            roi_mask[start : start + len(rows)] = block
 
+
+def copy_traces(group: zarr.Group, partial: Path, plane: Plane, where: str, options: ExtractionOptions) -> None:
+    """dF/F in its two layouts (see ExtractionOptions)."""
+    n_frames, n_rois = plane.n_frames, plane.n_rois
     attrs = {"coordinates": CELL_COORDINATES, "units": "dF/F"}
-    by_time = array(
-        "dff", (n_frames, n_rois), options.dff_dtype, (time_chunk, n_rois), ["time", "cell"],
-        {**attrs, "long_name": "dF/F, chunked by time (fast: every cell over a window)"},
-        fill_value=np.nan, compressed=False,
-    )
-    by_cell = array(
-        "dff_by_cell", (n_frames, n_rois), options.dff_dtype, (n_frames, 1), ["time", "cell"],
-        {**attrs, "long_name": "dF/F, one chunk per cell (fast: one cell's whole trace); same values as dff"},
-        fill_value=np.nan, compressed=False,
-    )
-    _copy_dff(dff, by_time, by_cell, options)
+    with writing(partial):
+        by_time = _array(
+            group, "dff", (n_frames, n_rois), options.dff_dtype, (max(1, min(options.time_chunk, n_frames)), n_rois),
+            ["time", "cell"], {**attrs, "long_name": "dF/F, chunked by time (fast: every cell over a window)"},
+            options, fill_value=np.nan, compressed=False,
+        )
+        by_cell = _array(
+            group, "dff_by_cell", (n_frames, n_rois), options.dff_dtype, (n_frames, 1), ["time", "cell"],
+            {**attrs, "long_name": "dF/F, one chunk per cell (fast: one cell's whole trace); same values as dff"},
+            options, fill_value=np.nan, compressed=False,
+        )
+    _copy_dff(plane.dff, by_time, by_cell, partial, where, options)
 
-    n_valid = int(valid.sum())
-    frame_rate = (n_frames - 1) / (timestamps[-1] - timestamps[0]) if n_frames > 1 else float("nan")
-    group.attrs.update(
-        {
-            **{k: v for k, v in metadata.items() if v is not None},
-            "ophys_experiment_id": int(experiment_id),
-            "n_frames": int(n_frames),
-            "n_rois": int(n_rois),
-            "n_valid_rois": n_valid,
-            "measured_frame_rate": float(frame_rate),
-            "dff_dtype": options.dff_dtype,
-            "extraction": asdict(options),
-            "provenance": {
-                **provenance,
-                "workflow": "vb2p",
-                "workflow_version": __version__,
-                "extracted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-        }
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
-        zarr.consolidate_metadata(str(partial))
+
+def plane_summary(plane: Plane, experiment_id: int) -> dict:
+    """Ids, counts and rates of the plane: the index's row, the log line and the store's attributes."""
+    n_frames = plane.n_frames
+    span = plane.timestamps[-1] - plane.timestamps[0] if n_frames > 1 else 0.0
+    height, width = plane.max_projection.shape
     return {
         "ophys_experiment_id": int(experiment_id),
         "n_frames": int(n_frames),
-        "n_rois": int(n_rois),
-        "n_valid_rois": n_valid,
-        "frame_rate": float(metadata["ophys_frame_rate"]),
-        "measured_frame_rate": float(frame_rate),
+        "n_rois": int(plane.n_rois),
+        "n_valid_rois": int(plane.cells["valid_roi"].sum()),
+        "frame_rate": float(plane.metadata["ophys_frame_rate"]),
+        "measured_frame_rate": float((n_frames - 1) / span) if span > 0 else float("nan"),
         "height": int(height),
         "width": int(width),
-        "metadata": metadata,
     }
 
 
-def _copy_dff(dff: h5py.Dataset, by_time, by_cell, options: ExtractionOptions) -> None:
+def store_attributes(summary: dict, metadata: dict, provenance: dict, options: ExtractionOptions) -> dict:
+    counts = {k: summary[k] for k in ("ophys_experiment_id", "n_frames", "n_rois", "n_valid_rois", "measured_frame_rate")}
+    return {
+        **{k: v for k, v in metadata.items() if v is not None},
+        **counts,
+        "dff_dtype": options.dff_dtype,
+        "extraction": asdict(options),
+        "provenance": {
+            **provenance,
+            "workflow": "vb2p",
+            "workflow_version": __version__,
+            "extracted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def _copy_dff(dff: h5py.Dataset, by_time, by_cell, partial: Path, where: str, options: ExtractionOptions) -> None:
     """Copy dF/F into both layouts, reading at most options.block_bytes of float64 at a time.
 
     Column k of dF/F is ROI order[k] and the id arrays are already in that order, so values copy as they are.
@@ -307,17 +396,22 @@ def _copy_dff(dff: h5py.Dataset, by_time, by_cell, options: ExtractionOptions) -
     """
     n_frames, n_rois = dff.shape
     if n_frames * n_rois * 8 <= options.block_bytes:  # small plane: one read serves both layouts
-        values = dff[:].astype(options.dff_dtype, copy=False)
-        by_time[...] = values
-        by_cell[...] = values
+        with reading(where):
+            values = dff[:].astype(options.dff_dtype, copy=False)
+        with writing(partial):
+            by_time[...] = values
+            by_cell[...] = values
         return
     time_chunk = by_time.chunks[0]
     rows_per_block = max(1, options.block_bytes // (8 * n_rois) // time_chunk) * time_chunk
     for start in range(0, n_frames, rows_per_block):
-        block = dff[start : start + rows_per_block]  # whole rows: one sequential read of contiguous bytes
-        by_time[start : start + block.shape[0]] = block.astype(options.dff_dtype, copy=False)
+        with reading(where):
+            block = dff[start : start + rows_per_block]  # whole rows: one sequential read of contiguous bytes
+        with writing(partial):
+            by_time[start : start + block.shape[0]] = block.astype(options.dff_dtype, copy=False)
     cells_per_block = max(1, options.block_bytes // (8 * n_frames))
     for start in range(0, n_rois, cells_per_block):
-        block = dff[:, start : start + cells_per_block]
-        by_cell[:, start : start + block.shape[1]] = block.astype(options.dff_dtype, copy=False)
-
+        with reading(where):
+            block = dff[:, start : start + cells_per_block]
+        with writing(partial):
+            by_cell[:, start : start + block.shape[1]] = block.astype(options.dff_dtype, copy=False)

@@ -152,19 +152,25 @@ def plot_cells_by_cre_line(by_experiment: pd.DataFrame):
 
 
 def plot_counts_by_depth(by_depth: pd.DataFrame):
+    """Distinct neurons per depth bin, with the ROIs summed over experiments behind them (a neuron imaged in n
+    sessions is n ROIs)."""
     groups = sorted(by_depth[["cre_line", "targeted_structure"]].drop_duplicates().itertuples(index=False))
-    figure = new_figure(7.0, 1.0 + 1.6 * len(groups))
+    figure = new_figure(7.0, 1.4 + 1.6 * len(groups))
     axes = np.atleast_1d(figure.subplots(len(groups), 1, sharex=True, sharey=True))
     width = int(by_depth.bin_width_um.iloc[0])
     deepest = int(by_depth.depth_bin_start_um.max()) + width
     for axis, (cre_line, structure) in zip(axes, groups):
         rows = by_depth[(by_depth.cre_line == cre_line) & (by_depth.targeted_structure == structure)]
-        axis.barh(rows.depth_bin_start_um, rows.n_cells, height=0.85 * width, align="edge",
-                  color=CRE_COLOURS.get(cre_line, "#999999"))
+        colour = CRE_COLOURS.get(cre_line, "#999999")
+        axis.barh(rows.depth_bin_start_um, rows.n_rois_summed_over_experiments, height=0.85 * width, align="edge",
+                  color=colour, alpha=0.3, label="ROIs summed over experiments")
+        axis.barh(rows.depth_bin_start_um, rows.n_neurons, height=0.85 * width, align="edge", color=colour,
+                  label="neurons (distinct cell_specimen_id; unmatched ROIs once each)")
         axis.set_ylim(deepest, 0)  # cortical surface at the top, the same depth scale in every panel
         axis.set_ylabel("depth (um)")
         axis.set_title(f"{cre_line}, {structure}", loc="left")
-    axes[-1].set_xlabel("cells (all experiments in the depth bin)")
+    axes[0].legend(frameon=False, loc="lower right")
+    axes[-1].set_xlabel("count per depth bin")
     return figure
 
 

@@ -39,8 +39,8 @@ def build_index(stores: list[str | Path], index_dir: str | Path) -> pd.DataFrame
             {
                 "ophys_experiment_id": attrs["ophys_experiment_id"],
                 "path": os.path.relpath(Path(store).resolve(), Path(index_dir).resolve()),
-                "n_cells": attrs["n_rois"],
-                "n_valid_cells": attrs["n_valid_rois"],
+                "n_rois": attrs["n_rois"],
+                "n_valid_rois": attrs["n_valid_rois"],
                 "n_frames": attrs["n_frames"],
                 "frame_rate": attrs["ophys_frame_rate"],
                 "measured_frame_rate": attrs["measured_frame_rate"],
@@ -58,7 +58,7 @@ def cell_count_check(index: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     compared = pd.DataFrame(
         {
             "ophys_experiment_id": index.ophys_experiment_id,
-            "n_valid_rois_nwb": index.n_valid_cells,
+            "n_valid_rois_nwb": index.n_valid_rois,
             "n_cells_table": index.ophys_experiment_id.map(in_table).fillna(0).astype(int),
         }
     )
@@ -66,6 +66,7 @@ def cell_count_check(index: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     return compared[compared.difference != 0].reset_index(drop=True)
 
 
-def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """A result table as CSV, the same bytes for the same frame (no index, Unix line ends)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False, lineterminator="\n")

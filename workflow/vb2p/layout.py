@@ -59,6 +59,32 @@ UNMATCHED_CELL_SPECIMEN_ID = -1  # written by Allen for cells not matched across
 
 MESOSCOPE_RIGS = ("MESO.1",)
 
+# What kind of value each known experiment-table column holds (layout document section 4), so a selection filter is
+# checked before any work; columns not listed here (a later release may add some) are checked against the table.
+EXPERIMENT_COLUMN_KINDS = {
+    **dict.fromkeys(
+        ("ophys_experiment_id", "behavior_session_id", "ophys_session_id", "ophys_container_id", "isi_experiment_id",
+         "file_id"),
+        "id",
+    ),
+    **dict.fromkeys(
+        ("age_in_days", "imaging_depth", "targeted_imaging_depth", "imaging_plane_group", "session_number",
+         "prior_exposures_to_session_type", "prior_exposures_to_image_set", "prior_exposures_to_omissions"),
+        "number",
+    ),
+    **dict.fromkeys(
+        ("mouse_id", "indicator", "full_genotype", "cre_line", "reporter_line", "sex", "targeted_structure",
+         "project_code", "session_type", "image_set", "behavior_type", "experience_level", "equipment_name",
+         "published_at"),
+        "text",
+    ),
+    "passive": "bool",
+    "driver_line": "list",
+    "date_of_acquisition": "date",
+}
+# Typical experiment file sizes by rig (section 6), for estimating what a selection will download.
+TYPICAL_EXPERIMENT_FILE_BYTES = {"scientifica": 0.95e9, "mesoscope": 0.27e9}
+
 
 def metadata_key(table: str) -> str:
     """Key of a metadata table relative to the release prefix."""

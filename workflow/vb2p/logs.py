@@ -1,4 +1,4 @@
-"""Logging for workflow jobs: to the rule's log file and to stderr, including the error that ends a job."""
+"""Logging for workflow jobs: to the rule's log file, including the error that ends a job."""
 
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ def _log_uncaught(kind, error, traceback) -> None:
 
 
 def log_to(path: str | Path | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    """A rule's job logs to its log file only: Snakemake shows that file once when the job fails (show-failed-logs);
+    writing to stderr as well would print every message twice. Without a path (by hand), to stderr."""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w"))
-    logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=handlers, force=True)
+        handler: logging.Handler = logging.FileHandler(path, mode="w")
+    else:
+        handler = logging.StreamHandler()
+    logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=[handler], force=True)
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-log = logging.getLogger(__name__)
+from vb2p.errors import ConfigError
 
 
 def plane_mean_dff(store: str | Path, window: tuple[float, float]) -> pd.DataFrame:
@@ -17,8 +16,11 @@ def plane_mean_dff(store: str | Path, window: tuple[float, float]) -> pd.DataFra
     ds = xr.open_zarr(str(store))
     inside = ds.dff.sel(time=slice(*window))
     if inside.sizes["time"] == 0:
-        log.warning("%s has no frames in the window %s s (it spans %.0f-%.0f s)", store, window,
-                    float(ds.time[0]), float(ds.time[-1]))
+        raise ConfigError(
+            f"figures.session_window_s {list(window)}: experiment {ds.attrs['ophys_experiment_id']} has no frames in "
+            f"it (its frames span {float(ds.time[0]):.0f}-{float(ds.time[-1]):.0f} s); choose a window inside the "
+            "session"
+        )
     valid = ds.valid_roi.values
     mean = inside.isel(cell=np.flatnonzero(valid)).mean("cell").values.astype(np.float64)
     return pd.DataFrame(

@@ -10,6 +10,7 @@ import pandas as pd
 from vb2p import layout
 from vb2p.cache import ReleaseCache
 from vb2p.errors import ManifestError
+from vb2p.manifest import FileEntry
 from vb2p.files import atomic_write_bytes
 from vb2p.source import open_source, parse_release_url
 from vb2p.tables import load_tables
@@ -49,23 +50,29 @@ def record_tables(record: dict) -> dict[str, pd.DataFrame]:
     return load_tables(record["tables"])
 
 
-def download_experiment(config: dict, record: dict, ophys_experiment_id: int, out_path: str | Path) -> dict:
-    """Fetch one experiment's NWB file into the verified cache; write a record of what was fetched."""
+def experiment_file(config: dict, manifest_version: str, ophys_experiment_id: int) -> tuple[Path, FileEntry, str]:
+    """The checked local copy of an experiment's NWB file (fetched when missing or when it no longer matches its
+    hash), its manifest entry and the manifest version. Needs no network while the cached copy checks out."""
     cache = release_cache(config)
-    manifest = cache.resolve_manifest(record["manifest_version"])  # cached by the sync step: no network
+    manifest = cache.resolve_manifest(manifest_version)  # cached by the sync step: no network
     entry = manifest.experiment_entry(ophys_experiment_id)
-    path = cache.fetch(manifest, entry)
-    download = {
+    return cache.fetch(manifest, entry), entry, manifest.manifest_version
+
+
+def download_experiment(config: dict, record: dict, ophys_experiment_id: int, out_path: str | Path) -> dict:
+    """Fetch one experiment's NWB file into the verified cache; write a receipt of what was fetched."""
+    path, entry, manifest_version = experiment_file(config, record["manifest_version"], ophys_experiment_id)
+    receipt = {
         "ophys_experiment_id": int(ophys_experiment_id),
         "path": str(path),
         "url": entry.url,
         "version_id": entry.version_id,
         "file_hash": entry.file_hash,
-        "manifest_version": manifest.manifest_version,
+        "manifest_version": manifest_version,
         "bytes": path.stat().st_size,
     }
-    _write_json(out_path, download)
-    return download
+    _write_json(out_path, receipt)
+    return receipt
 
 
 def _write_json(path: str | Path, content: dict) -> None:
