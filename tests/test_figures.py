@@ -104,6 +104,26 @@ def test_shift_measurement_ignores_brightness_and_works_on_non_square_images():
         assert abs(measured[0] - shift[0]) < 0.1 and abs(measured[1] - shift[1]) < 0.1, (shift, measured)
 
 
+# Measured on the real max projection by the hand-written upsampled-DFT registration this project used before
+# scikit-image's phase_cross_correlation (commit 71d9a89, upsample 20), for the same shifted and noisy copies.
+SHIFTS_BEFORE = {(3.37, -2.81): (3.35, -2.80), (-1.26, 4.4): (-1.25, 4.40), (0.42, 0.17): (0.40, 0.15),
+                 (-4.85, -0.63): (-4.85, -0.65)}
+
+
+def test_shifts_on_a_real_max_projection_before_and_after_scikit_image():
+    from PIL import Image
+
+    image = np.asarray(Image.open(REPO / "tests/data/real_images/max_projection.png")).astype(np.float64)
+    rng = np.random.default_rng(11)
+    print("\ninjected -> before (own DFT) -> after (scikit-image)")
+    for injected, before in SHIFTS_BEFORE.items():
+        moved = 0.8 * fourier_shift(image, *injected) + 10 + rng.normal(0, 2.0, image.shape)
+        after = measure_shift(image, moved, 20)
+        print(injected, before, after)
+        assert np.abs(np.subtract(after, before)).max() < 0.01, (injected, before, after)
+        assert np.abs(np.subtract(after, injected)).max() <= 0.025 + 1e-9  # 1/20 px grid: within half a step
+
+
 def test_a_single_session_container_gets_a_note_not_a_crash(stores, tables, tmp_path):
     experiments = tables["ophys_experiment_table"]
     views = container_views(stores, experiments, experiments.ophys_container_id.iloc[0])[:1]

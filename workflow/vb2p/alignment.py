@@ -1,8 +1,8 @@
 """Container alignment: how far each session's field of view is displaced from the container's reference session.
 
-Shifts are measured by phase correlation of the max projections, refined to sub-pixel precision with an
-upsampled DFT around the peak (Guizar-Sicairos et al., Opt. Lett. 2008). Convention: (shift_y, shift_x) is how far
-the image content of a session is displaced relative to the reference, i.e. session(y, x) ~ reference(y - shift_y,
+Shifts are measured by phase correlation of the max projections (scikit-image's phase_cross_correlation, refined to
+1/upsample px by its upsampled DFT; Guizar-Sicairos et al., Opt. Lett. 2008). Convention: (shift_y, shift_x) is how
+far the image content of a session is displaced relative to the reference, i.e. session(y, x) ~ reference(y - shift_y,
 x - shift_x); registering a session moves it back by that amount.
 """
 
@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import zarr
+from scipy import ndimage
+from skimage.registration import phase_cross_correlation
 
 UPSAMPLE = 20  # 1/20 px precision in the refinement
 
@@ -33,41 +35,19 @@ def common_crop(*images: np.ndarray) -> list[np.ndarray]:
     return [i[:height, :width] for i in images]
 
 
-def _upsampled_correlation(product: np.ndarray, centre: np.ndarray, region: int, upsample: int) -> np.ndarray:
-    """Cross-correlation on a region x region grid, `upsample` times finer than pixels, centred on `centre` (px).
-
-    A matrix-multiply DFT evaluated only where it is needed, instead of zero-padding the whole spectrum.
-    """
-    offsets = region // 2 - centre * upsample  # grid index of the centre, per axis
-    kernels = [
-        np.exp(2j * np.pi * np.outer(np.arange(region) - offset, np.fft.fftfreq(n, upsample)))
-        for n, offset in zip(product.shape, offsets)
-    ]
-    return kernels[0] @ product @ kernels[1].T
-
-
 def measure_shift(reference: np.ndarray, moving: np.ndarray, upsample: int = UPSAMPLE) -> tuple[float, float]:
     """(shift_y, shift_x) of moving's content relative to reference, sub-pixel."""
     reference, moving = common_crop(reference, moving)
-    product = np.fft.fft2(_prepare(moving)) * np.conj(np.fft.fft2(_prepare(reference)))
-    product /= np.abs(product) + 1e-12  # phase correlation: a sharp peak, independent of brightness
-    correlation = np.fft.ifft2(product).real
-    peak = np.unravel_index(np.argmax(correlation), correlation.shape)
-    coarse = np.array([p if p <= n // 2 else p - n for p, n in zip(peak, correlation.shape)], dtype=float)
-    region = int(np.ceil(upsample * 1.5))
-    fine = np.abs(_upsampled_correlation(product, coarse, region, upsample))
-    offset = np.array(np.unravel_index(np.argmax(fine), fine.shape), dtype=float) - region // 2
-    shift = coarse + offset / upsample
-    return float(shift[0]), float(shift[1])
+    # skimage returns the shift that registers moving onto reference: the opposite of the content's displacement.
+    shift, _, _ = phase_cross_correlation(_prepare(reference), _prepare(moving), upsample_factor=upsample,
+                                          normalization="phase")
+    return float(-shift[0]), float(-shift[1])
 
 
 def register(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
     """Move image content back by shift (Fourier shift; sub-pixel), so it lines up with the reference."""
-    values = image.astype(np.float64)
-    fy = np.fft.fftfreq(values.shape[0])[:, None]
-    fx = np.fft.fftfreq(values.shape[1])[None, :]
-    phase = np.exp(2j * np.pi * (fy * shift[0] + fx * shift[1]))
-    return np.fft.ifft2(np.fft.fft2(values) * phase).real
+    spectrum = ndimage.fourier_shift(np.fft.fft2(image.astype(np.float64)), (-shift[0], -shift[1]))
+    return np.fft.ifft2(spectrum).real
 
 
 def normalised_cross_correlation(a: np.ndarray, b: np.ndarray, margin: int = 0) -> float:
@@ -75,10 +55,9 @@ def normalised_cross_correlation(a: np.ndarray, b: np.ndarray, margin: int = 0) 
     a, b = common_crop(a, b)
     if margin:
         a, b = a[margin:-margin, margin:-margin], b[margin:-margin, margin:-margin]
-    a = a.astype(np.float64) - a.mean()
-    b = b.astype(np.float64) - b.mean()
-    denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denominator) if denominator else float("nan")
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
 @dataclass

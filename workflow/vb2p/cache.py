@@ -147,7 +147,7 @@ class ReleaseCache:
         if stamp is not None and stamp["file_hash"] == file_hash and all(stamp.get(k) == now[k] for k in now):
             return True
         if stamp is None:
-            log.info("hashing %s: no record of its verification (a file this cache did not download)", real)
+            log.info("hashing %s: it has no verification stamp (a file this cache did not download)", real)
         else:
             changed = [k for k in now if stamp.get(k) != now[k]] or ["file_hash"]
             log.warning("hashing %s again: its %s changed since it was verified", real, ", ".join(changed))
@@ -173,9 +173,9 @@ class ReleaseCache:
     def _reusable_copy(self, file_hash: str) -> Path | None:
         """A file of this cache, listed with this hash (downloaded for another manifest version), that checks out."""
         root = self.cache_dir.resolve()
-        for recorded, recorded_hash in sorted(self._downloaded_data().items()):
-            candidate = Path(recorded)
-            if recorded_hash != file_hash or not candidate.is_file():
+        for listed, listed_hash in sorted(self._downloaded_data().items()):
+            candidate = Path(listed)
+            if listed_hash != file_hash or not candidate.is_file():
                 continue
             real = candidate.resolve()
             if root not in real.parents:

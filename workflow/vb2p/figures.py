@@ -14,7 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 import pandas as pd  # noqa: E402
+from skimage.segmentation import find_boundaries  # noqa: E402
 
 STYLE = {
     "font.family": "DejaVu Sans",  # bundled with matplotlib: the same glyphs on every machine
@@ -54,18 +56,10 @@ def cell_colour(cell_specimen_id: int) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(hue, 0.85, 1.0)
 
 
-def _neighbours(masks: np.ndarray, combine) -> np.ndarray:
-    padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
-    centre = padded[:, 1:-1, 1:-1]
-    for shifted in (padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]):
-        centre = combine(centre, shifted)
-    return centre
-
-
 def outlines(masks: np.ndarray) -> np.ndarray:
-    """A two-pixel ring around each boolean mask (cell, y, x): its dilation minus its erosion, visible when the
+    """A two-pixel ring around each boolean mask (cell, y, x) (its dilation minus its erosion), visible when the
     512-pixel image is drawn a few hundred pixels wide."""
-    return _neighbours(masks, np.logical_or) & ~_neighbours(masks, np.logical_and)
+    return np.stack([find_boundaries(mask, mode="thick") for mask in masks]) if len(masks) else masks.astype(bool)
 
 
 def outline_overlay(image: np.ndarray, masks: np.ndarray, specimen_ids: np.ndarray) -> np.ndarray:
@@ -163,13 +157,14 @@ def plot_counts_by_depth(by_depth: pd.DataFrame):
         rows = by_depth[(by_depth.cre_line == cre_line) & (by_depth.targeted_structure == structure)]
         colour = CRE_COLOURS.get(cre_line, "#999999")
         axis.barh(rows.depth_bin_start_um, rows.n_rois_summed_over_experiments, height=0.85 * width, align="edge",
-                  color=colour, alpha=0.3, label="ROIs summed over experiments")
-        axis.barh(rows.depth_bin_start_um, rows.n_neurons, height=0.85 * width, align="edge", color=colour,
-                  label="neurons (distinct cell_specimen_id; unmatched ROIs once each)")
+                  color=colour, alpha=0.3)
+        axis.barh(rows.depth_bin_start_um, rows.n_neurons, height=0.85 * width, align="edge", color=colour)
         axis.set_ylim(deepest, 0)  # cortical surface at the top, the same depth scale in every panel
         axis.set_ylabel("depth (um)")
         axis.set_title(f"{cre_line}, {structure}", loc="left")
-    axes[0].legend(frameon=False, loc="lower right")
+    key = [Patch(color="#555555", label="neurons (distinct cell_specimen_id; unmatched ROIs once each)"),
+           Patch(color="#555555", alpha=0.3, label="ROIs summed over experiments (a neuron once per session)")]
+    figure.legend(handles=key, loc="outside upper center", frameon=False, ncols=1)
     axes[-1].set_xlabel("count per depth bin")
     return figure
 

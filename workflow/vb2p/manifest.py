@@ -5,22 +5,23 @@ A key or URL from a manifest never decides where we write: every relative path i
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
+
+import jsonschema
+import yaml
 
 from vb2p import layout
 from vb2p.errors import ManifestError
 
 SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 MANIFEST_NAME_RE = re.compile(r"_project_manifest_v(\d+\.\d+\.\d+)\.json$")
-# Allen's version ids are 32 characters of [A-Za-z0-9._]; S3 only promises an opaque URL-safe string (other
-# S3-compatible servers use UUIDs), so that is what is required.
-VERSION_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,1024}$")
-HASH_RE = re.compile(r"^[0-9a-f]{128}$")
 HOST_RE = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\.s3(?:[.-](?P<region>[a-z0-9-]+))?\.amazonaws\.com$")
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "manifest.schema.yaml"
 # AllenSDK 2.16 reads manifests in [1.0.0, 2.0.0); older ones have another table layout.
 SUPPORTED = ((1, 0, 0), (2, 0, 0))
 
@@ -87,7 +88,6 @@ class Manifest:
     manifest_version: str
     metadata_files: dict[str, FileEntry]
     data_files: dict[int, FileEntry]
-    raw: dict
 
     @property
     def cache_subdir(self) -> str:
@@ -104,22 +104,42 @@ class Manifest:
         raise ManifestError(f"manifest {self.name} lists no file for ophys_experiment_id {ophys_experiment_id}")
 
 
-def _entry(value, what: str, expected_bucket: str | None) -> FileEntry:
-    if not isinstance(value, dict) or set(value) != set(layout.FILE_ENTRY_KEYS):
-        raise ManifestError(f"{what}: expected an object with keys url, version_id, file_hash; got {value!r:.200}")
-    url, version_id, file_hash = value["url"], value["version_id"], value["file_hash"]
-    if not isinstance(url, str) or not isinstance(version_id, str) or not isinstance(file_hash, str):
-        raise ManifestError(f"{what}: url, version_id and file_hash must be strings")
-    if not VERSION_ID_RE.match(version_id):
-        raise ManifestError(f"{what}: version_id {version_id!r} is not an S3 version id (URL-safe characters)")
-    if not HASH_RE.match(file_hash):
-        raise ManifestError(
-            f"{what}: file_hash {file_hash[:20]!r}... is not a BLAKE2b digest (128 lowercase hex characters)"
-        )
-    bucket, key = parse_url(url, what)
+def _describe(error: jsonschema.ValidationError, name: str) -> str:
+    where = "/".join(str(part) for part in error.absolute_path)
+    at = f" {where}" if where else ""
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if key not in error.instance]
+        if error.absolute_path and error.absolute_path[-1] == "metadata_files":
+            return f"manifest {name}: metadata_files must hold exactly {list(layout.METADATA_TABLES)}; lacks {missing}"
+        return f"manifest {name}{at} lacks required keys {missing}"
+    if error.validator == "additionalProperties" and error.absolute_path and error.absolute_path[-1] == "metadata_files":
+        return f"manifest {name}: metadata_files must hold exactly {list(layout.METADATA_TABLES)}; got {sorted(error.instance)}"
+    if error.validator == "propertyNames":
+        return f"manifest {name}: data_files key {error.instance!r} is not a decimal integer file_id"
+    if error.validator == "pattern":
+        return f"manifest {name}{at}: {error.instance[:40]!r} is not {error.schema.get('description', error.schema['pattern'])}"
+    return f"manifest {name}{at}: {error.message}"
+
+
+def _validate_structure(raw, name: str) -> None:
+    """The manifest's structure against workflow/schemas/manifest.schema.yaml; every problem named by its key."""
+    validator = jsonschema.Draft7Validator(_schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ManifestError("; ".join(_describe(e, name) for e in errors[:10]))
+
+
+@functools.cache
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _file_entry(value: dict, what: str, expected_bucket: str | None) -> FileEntry:
+    """A structurally valid file entry (url, version_id, file_hash) with its URL parsed and its bucket checked."""
+    bucket, key = parse_url(value["url"], what)
     if expected_bucket is not None and bucket != expected_bucket:
-        raise ManifestError(f"{what}: URL {url!r} points at bucket {bucket!r}; this release is in {expected_bucket!r}")
-    return FileEntry(url=url, version_id=version_id, file_hash=file_hash, bucket=bucket, key=key)
+        raise ManifestError(f"{what}: URL {value['url']!r} points at bucket {bucket!r}; this release is in {expected_bucket!r}")
+    return FileEntry(url=value["url"], version_id=value["version_id"], file_hash=value["file_hash"], bucket=bucket, key=key)
 
 
 def parse_manifest(content: bytes | str, name: str, expected_bucket: str | None = None) -> Manifest:
@@ -128,14 +148,8 @@ def parse_manifest(content: bytes | str, name: str, expected_bucket: str | None 
         raw = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ManifestError(f"manifest {name} is not valid JSON: {error}") from error
-    if not isinstance(raw, dict):
-        raise ManifestError(f"manifest {name}: expected a JSON object at the top level")
-    missing = [key for key in layout.MANIFEST_KEYS if key not in raw]
-    if missing:
-        raise ManifestError(f"manifest {name} lacks required keys {missing}")
+    _validate_structure(raw, name)
     version = raw["manifest_version"]
-    if not isinstance(version, str) or not SEMVER_RE.match(version):
-        raise ManifestError(f"manifest {name}: manifest_version {version!r} is not X.Y.Z")
     low, high = SUPPORTED
     if not low <= parse_semver(version) < high:
         raise ManifestError(
@@ -145,31 +159,16 @@ def parse_manifest(content: bytes | str, name: str, expected_bucket: str | None 
     named = version_of_manifest_name(name)
     if named is not None and named != version:
         raise ManifestError(f"manifest {name} says manifest_version {version}, its name says {named}")
-    if not isinstance(raw["project_name"], str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", raw["project_name"]):
-        raise ManifestError(f"manifest {name}: project_name {raw['project_name']!r} is not a plain directory name")
-    if raw["metadata_file_id_column_name"] != "file_id":
-        raise ManifestError(f"manifest {name}: metadata_file_id_column_name must be 'file_id'")
-    metadata = raw["metadata_files"]
-    if not isinstance(metadata, dict) or set(metadata) != set(layout.METADATA_TABLES):
-        got = sorted(metadata) if isinstance(metadata, dict) else type(metadata).__name__
-        raise ManifestError(f"manifest {name}: metadata_files must hold exactly {list(layout.METADATA_TABLES)}; got {got}")
-    data = raw["data_files"]
-    if not isinstance(data, dict):
-        raise ManifestError(f"manifest {name}: data_files must be an object keyed by file_id")
-    metadata_files = {
-        table: _entry(metadata[table], f"manifest {name} metadata_files.{table}", expected_bucket)
-        for table in layout.METADATA_TABLES
-    }
-    data_files = {}
-    for file_id, value in data.items():
-        if not re.fullmatch(r"-?\d+", file_id) or str(int(file_id)) != file_id:
-            raise ManifestError(f"manifest {name}: data_files key {file_id!r} is not a decimal integer file_id")
-        data_files[int(file_id)] = _entry(value, f"manifest {name} data_files.{file_id}", expected_bucket)
     return Manifest(
         name=name,
-        project_name=str(raw["project_name"]),
+        project_name=raw["project_name"],
         manifest_version=version,
-        metadata_files=metadata_files,
-        data_files=data_files,
-        raw=raw,
+        metadata_files={
+            table: _file_entry(raw["metadata_files"][table], f"manifest {name} metadata_files.{table}", expected_bucket)
+            for table in layout.METADATA_TABLES
+        },
+        data_files={
+            int(file_id): _file_entry(value, f"manifest {name} data_files.{file_id}", expected_bucket)
+            for file_id, value in raw["data_files"].items()
+        },
     )

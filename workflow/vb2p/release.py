@@ -23,7 +23,7 @@ def release_cache(config: dict) -> ReleaseCache:
 
 
 def sync_metadata(config: dict, record_path: str | Path) -> dict:
-    """Resolve the manifest, fetch the four metadata tables, and write a record naming what was synced."""
+    """Resolve the manifest, fetch the four metadata tables, and write the release record: what was synced."""
     cache = release_cache(config)
     manifest = cache.resolve_manifest(config["release"]["manifest_version"])
     tables = {table: str(cache.fetch(manifest, manifest.metadata_files[table])) for table in layout.METADATA_TABLES}
@@ -42,7 +42,7 @@ def sync_metadata(config: dict, record_path: str | Path) -> dict:
 def read_record(record_path: str | Path) -> dict:
     path = Path(record_path)
     if not path.exists():
-        raise ManifestError(f"sync record {path} does not exist: run the sync step (`vb2p sync`) first")
+        raise ManifestError(f"release record {path} does not exist: run the sync step (`vb2p sync`) first")
     return json.loads(path.read_text())
 
 

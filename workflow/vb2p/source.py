@@ -1,7 +1,9 @@
 """Where a release is read from: the public S3 bucket (or any S3-compatible server), or a local mirror directory.
 
-One interface, two implementations. Both stream a file's bytes from an offset (so an interrupted download resumes);
-only S3 can pin an object version (a local mirror holds one version of each file; hashes still guard its content).
+One interface, two implementations. Both stream a file's bytes from an offset (so an interrupted download resumes) and
+serve the version a manifest pins: S3 by its version id; a local mirror from .versions/<version_id>/<key> when it kept
+that earlier version there (the demo generator does), otherwise from the current file. The manifest's BLAKE2b guards
+the content either way.
 """
 
 from __future__ import annotations
