@@ -65,3 +65,40 @@ def test_snakemake_stops_before_any_work_on_a_bad_config(tmp_path):
     assert result.returncode != 0
     assert "release.manifest_version" in result.stderr + result.stdout
     assert not (tmp_path / "work" / "results").exists()
+
+
+def test_the_demo_defaults_have_one_source_and_release_url_follows_demo_out(tmp_path):
+    from vb2p.cli import build_parser
+    from vb2p.config import load_schema
+
+    defaults = {key: spec["default"] for key, spec in load_schema()["properties"]["demo"]["properties"].items()}
+    parsed = vars(build_parser().parse_args(["demo-release"]))
+    assert {key: parsed[key] for key in defaults} == {**defaults, "out": parsed["out"]}
+    assert str(parsed["out"]) == defaults["out"]
+    demo = load_config(REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml")
+    assert demo["demo"] == defaults
+    assert demo["release"]["url"] == f"{defaults['out']}/visual-behavior-ophys"
+    moved = validate_config({"demo": {"out": str(tmp_path / "elsewhere")}})
+    assert moved["release"]["url"] == str(tmp_path / "elsewhere" / "visual-behavior-ophys")
+    with pytest.raises(ConfigError, match="release.url .* and demo.out .* disagree"):
+        validate_config({"demo": {"out": "a"}, "release": {"url": "b/visual-behavior-ophys"}})
+
+
+def test_every_step_of_the_workflow_can_be_run_by_hand():
+    """The command line offers a subcommand for every rule that does work (not `all`)."""
+    import re
+
+    from vb2p.cli import build_parser
+
+    rules = set(re.findall(r"^\s*(?:rule|checkpoint) (\w+):", "".join(
+        p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")), flags=re.M))
+    by_hand = {"demo_release": "demo-release", "sync_metadata": "sync", "release_overview": "overview",
+               "select_experiments": "select", "download_experiment": "download", "extract_experiment": "extract",
+               "zarr_index": "index", "container_alignment": "alignment", "session_population": "population",
+               "cell_counts": "cell-counts"}
+    assert rules == set(by_hand), rules ^ set(by_hand)
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    assert set(by_hand.values()) <= set(subcommands)
+    scripts = {p.stem: p.read_text() for p in (REPO / "scripts").glob("*.py")}
+    for rule in rules:  # each rule's script is a thin call of vb2p.steps
+        assert "steps." in scripts[rule], rule

@@ -124,3 +124,44 @@ def test_a_corrupt_nwb_fails_its_experiment_and_keep_going_finishes_the_others(t
     log = (tmp_path / f"w/results/logs/extract_experiment/{victim_id}.log").read_text()
     assert f"experiment {victim_id}" in log and str(victim_path.name) in log
     assert not list((tmp_path / "w/results/zarr").glob(".*partial"))
+
+
+def test_every_step_by_hand_gives_what_the_workflow_gives(tmp_path, demo_root):
+    """The README's by-hand commands, one per rule, in a fresh directory: the same tables as a Snakemake run."""
+    import pandas as pd
+    from conftest import run_workflow
+
+    config = {"release": {"url": str(demo_root)}, "selection": {"filters": {"equipment_name": "CAM2P.3"}},
+              "figures": {"session_window_s": [10, 40]}}
+    by_hand, workflow = tmp_path / "by_hand", tmp_path / "workflow"
+    for directory in (by_hand, workflow):
+        directory.mkdir()
+        (directory / "config").mkdir()
+        (directory / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+        (directory / "mine.yaml").write_text(yaml.safe_dump({**config, "cache_dir": str(directory / "cache")}))
+    assert run_workflow(workflow, {**config, "cache_dir": str(workflow / "cache")}).returncode == 0
+
+    def vb2p(*args):
+        result = subprocess.run([sys.executable, "-m", "vb2p", *args], cwd=by_hand, capture_output=True, text=True,
+                                env={**__import__("os").environ, "PYTHONPATH": str(REPO / "workflow")})
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+        return result.stdout
+
+    mine = ["--config", "mine.yaml"]
+    vb2p("sync", *mine)
+    vb2p("overview")
+    vb2p("select", *mine)
+    selected = pd.read_csv(by_hand / "results/selection/experiments.csv")
+    for experiment_id in selected.ophys_experiment_id:
+        vb2p("download", *mine, "--experiment", str(experiment_id))
+        vb2p("extract", *mine, "--experiment", str(experiment_id))
+    vb2p("index", *mine)
+    for container_id in selected.ophys_container_id.unique():
+        vb2p("alignment", *mine, "--container", str(container_id))
+    for session_id in selected.ophys_session_id.unique():
+        vb2p("population", *mine, "--session", str(session_id))
+    vb2p("cell-counts", *mine)
+    tables = sorted(p.relative_to(workflow) for p in (workflow / "results").rglob("*.csv"))
+    assert len(tables) > 15
+    for relative in tables:
+        assert (by_hand / relative).read_bytes() == (workflow / relative).read_bytes(), relative

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import numbers
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -227,6 +228,7 @@ def experiment_groups(selected: pd.DataFrame) -> dict:
 
 
 def write_selection(selected: pd.DataFrame, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     selected.to_csv(path, lineterminator="\n")
 
 
