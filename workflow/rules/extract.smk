@@ -7,7 +7,6 @@ rule download_experiment:
         f"{LOGS}/download_experiment/{{ophys_experiment_id}}.log",
     benchmark:
         f"{BENCHMARKS}/download_experiment/{{ophys_experiment_id}}.tsv"
-    retries: 0
     localrule: True
     conda:
         "../../envs/release.yaml"
@@ -51,7 +50,6 @@ rule zarr_index:
         f"{LOGS}/zarr_index.log",
     benchmark:
         f"{BENCHMARKS}/zarr_index.tsv"
-    retries: 0
     conda:
         "../../envs/zarr.yaml"
     script:

@@ -7,7 +7,6 @@ rule sync_metadata:
         f"{LOGS}/sync_metadata.log",
     benchmark:
         f"{BENCHMARKS}/sync_metadata.tsv"
-    retries: 0
     localrule: True
     conda:
         "../../envs/release.yaml"
@@ -30,7 +29,6 @@ rule release_overview:
         f"{LOGS}/release_overview.log",
     benchmark:
         f"{BENCHMARKS}/release_overview.tsv"
-    retries: 0
     conda:
         "../../envs/release.yaml"
     script:
@@ -46,7 +44,6 @@ checkpoint select_experiments:
         f"{LOGS}/select_experiments.log",
     benchmark:
         f"{BENCHMARKS}/select_experiments.tsv"
-    retries: 0
     conda:
         "../../envs/release.yaml"
     params:
