@@ -47,12 +47,12 @@ def _replace(group: h5py.Group, name: str, data: np.ndarray, **kwargs) -> None:
         dataset.attrs[key] = value
 
 
-def allensdk_readable_file(out: Path, n_frames: int, n_rois: int, seed: int = 0) -> Path:
+def allensdk_readable_file(out: Path, n_frames: int, n_rois: int, seed: int = 0, reference: Path = REFERENCE) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.stem + ".partial.nwb")
-    shutil.copyfile(REFERENCE, partial)
+    shutil.copyfile(reference, partial)
     rng = np.random.default_rng(seed)
     with h5py.File(partial, "r+") as f:
         ophys = f["processing/ophys"]
@@ -69,7 +69,8 @@ def allensdk_readable_file(out: Path, n_frames: int, n_rois: int, seed: int = 0)
             group, name = path.rsplit("/", 1)
             _replace(ophys[group], name, values)
         events = np.where(dff > 0.3, dff, 0.0)
-        _replace(ophys["event_detection"], "data", events, chunks=(500, 3), compression="gzip")
+        # As AllenSDK's writer stores them: gzip, chunks chosen by h5py.
+        _replace(ophys["event_detection"], "data", events, chunks=True, compression="gzip")
         for group in ("dff/traces", "corrected_fluorescence/traces", "demixed_trace/traces", "neuropil_trace/traces",
                       "event_detection", "ophys_motion_correction_x", "ophys_motion_correction_y"):
             _replace(ophys[group], "timestamps", timestamps)

@@ -64,7 +64,7 @@ def test_a_truncated_cached_file_is_resumed_not_trusted(tmp_path, demo_root, cap
     with caplog.at_level("INFO", logger="vb2p.cache"):
         again, _, _ = experiment_file(config, version, experiment_id)
     assert again.read_bytes() == content
-    assert any(f"resuming" in m and f"at byte {len(content) // 2}" in m for m in caplog.messages), caplog.messages
+    assert any("resuming" in m and f"at byte {len(content) // 2}" in m for m in caplog.messages), caplog.messages
 
 
 def test_forcerun_download_repairs_a_truncated_file_and_its_receipt(tmp_path, demo_root):

@@ -12,20 +12,24 @@ Store layout (`results/zarr/<ophys_experiment_id>.zarr`):
     roi_x, roi_y, roi_width, roi_height (cell,)  int64 bounding box of each mask
     roi_mask        (cell, y, x)   bool, full frame, compressed (it is almost all zeros)
     max_projection, average_image (y, x) uint8, in their true shape (Scientifica planes are not square)
-    root attributes: experiment, session, container, mouse and rig metadata; provenance (source URL, version id,
-                     BLAKE2b, manifest version, workflow version)
+    events, filtered_events (time, cell)  detected events and AllenSDK's filtered events, dff's dtype and chunks,
+                                   compressed; events_lambda, events_noise_std (cell,)  (vb2p.task)
+    task/<table>.parquet           stimulus_presentations, trials, running_speed, raw_running_speed, licks, rewards,
+                                   stimulus_timestamps, eye_tracking (when the file has it): AllenSDK's tables
+    root attributes: experiment, session, container, mouse and rig metadata; has_task and the task's counts;
+                     provenance (source URL, version id, BLAKE2b, manifest version, workflow version)
 
 The extractor reads the documented HDF5 paths directly with h5py (robust to NWB schema versions and fast), streams
-dF/F in blocks of whole time chunks (memory does not grow with session length), writes under a temporary name
-and renames the store only when it is complete.
+dF/F and events in blocks of whole time chunks (memory does not grow with session length), writes under a temporary
+name and renames the store only when it is complete. `vb2p.open_experiment` reads a store back with AllenSDK's names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import datetime as dt
 import logging
-import os
 import shutil
 import warnings
 from dataclasses import asdict, dataclass
@@ -38,9 +42,12 @@ from zarr.codecs import BloscCodec
 
 from vb2p import __version__, layout
 from vb2p.errors import NwbError, OutputError
+from vb2p.files import partial_directory, replace_directory
+from vb2p.task import write_task
 
 log = logging.getLogger(__name__)
 UNMATCHED = layout.UNMATCHED_CELL_SPECIMEN_ID
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 CELL_COORDINATES = "cell_roi_id cell_specimen_id valid_roi"
 
 
@@ -143,10 +150,6 @@ def nwb_metadata(f: h5py.File, where: str) -> dict:
     return metadata
 
 
-def _partial_path(store: Path) -> Path:
-    return store.with_name(f".{store.name}.partial")
-
-
 @contextlib.contextmanager
 def reading(where: str):
     """Errors while reading the NWB file are the file's: name the experiment and the file."""
@@ -237,7 +240,7 @@ def extract_experiment(
     """
     nwb_path, store_path = Path(nwb_path), Path(store_path)
     where = f"experiment {ophys_experiment_id} ({nwb_path})"
-    partial = _partial_path(store_path)
+    partial = partial_directory(store_path)
     with reading(where):
         handle = h5py.File(nwb_path, "r")
     try:
@@ -247,35 +250,29 @@ def extract_experiment(
             with writing(partial):
                 shutil.rmtree(partial, ignore_errors=True)  # a store half-written by a killed run
                 group = zarr.open_group(partial, mode="w", zarr_format=3)
-            summary = write_store(group, partial, plane, ophys_experiment_id, where, provenance or {}, options)
+            summary = write_store(f, group, partial, plane, ophys_experiment_id, where, provenance or {}, options)
         with writing(store_path):
-            _commit(partial, store_path)
+            replace_directory(partial, store_path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return summary
 
 
-def write_store(group: zarr.Group, partial: Path, plane: Plane, experiment_id: int, where: str, provenance: dict,
-                options: ExtractionOptions) -> dict:
-    """Every array and attribute of the store, in the order a reader of this function follows the data."""
+def write_store(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, experiment_id: int, where: str,
+                provenance: dict, options: ExtractionOptions) -> dict:
+    """Every array, table and attribute of the store, in the order a reader of this function follows the data."""
     with writing(partial):
         write_ids_and_images(group, plane, options)
     copy_masks(group, partial, plane, where, options)
     copy_traces(group, partial, plane, where, options)
-    summary = plane_summary(plane, experiment_id)
+    summary = {**plane_summary(plane, experiment_id), **copy_task(f, group, partial, plane, where, options)}
     with writing(partial):
         group.attrs.update(store_attributes(summary, plane.metadata, provenance, options))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
             zarr.consolidate_metadata(str(partial))
     return summary
-
-
-def _commit(partial: Path, store_path: Path) -> None:
-    if store_path.exists():
-        shutil.rmtree(store_path)
-    os.replace(partial, store_path)
 
 
 def _array(group: zarr.Group, name: str, shape: tuple, dtype: str, chunks: tuple, dims: list[str], attrs: dict,
@@ -353,6 +350,21 @@ def copy_traces(group: zarr.Group, partial: Path, plane: Plane, where: str, opti
             options, fill_value=np.nan, compressed=False,
         )
     _copy_dff(plane.dff, by_time, by_cell, partial, where, options)
+
+
+def copy_task(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, where: str,
+              options: ExtractionOptions) -> dict:
+    """The task tables, the events and the rest of AllenSDK's cell table (vb2p.task). Reads and writes interleave
+    there, so an OS error is told apart by its kind: no space, quota or a read-only file system can only be the
+    store's."""
+    try:
+        return write_task(f, group, partial, plane.roi_order, where, options.dff_dtype, options.block_bytes)
+    except OSError as error:
+        if error.errno in WRITE_ERRNOS:
+            with writing(partial):
+                raise
+        with reading(where):
+            raise
 
 
 def plane_summary(plane: Plane, experiment_id: int) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,3 +48,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
 
 def atomic_write_bytes(path: str | Path, content: bytes) -> None:
     atomic_write(path, lambda temporary: temporary.write_bytes(content))
+
+
+def partial_directory(final: str | Path) -> Path:
+    """Where a directory (a Zarr store) is written before it is complete: a hidden name beside its final one."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.partial")
+
+
+def replace_directory(partial: str | Path, final: str | Path) -> None:
+    """Put a complete directory at its final name, replacing an older one."""
+    if Path(final).exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)

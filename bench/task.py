@@ -1,0 +1,120 @@
+"""Task benchmarks, measured side by side in one run on the same files (warm page cache, medians).
+Usage: .venv/bin/python bench/task.py [--repeats N] [--out bench/out]
+
+On AllenSDK's task reference file and on a copy enlarged to real-size ophys (140,000 frames x 200 ROIs), prints:
+  (a) extraction with the task (extract_experiment) / extraction without it (the same with its task step left out;
+      target <= 1.25),
+      with the floor of storing events at all (extraction + reading the NWB's gzip'd events) and what the task adds
+      to the store;
+  (b) AllenSDK's from_nwb_path + stimulus_presentations + trials + running_speed (its venv, timed inside a
+      subprocess, imports excluded) / open_experiment(store) + the same three attributes (target >= 10x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from unittest import mock
+from pathlib import Path
+
+import h5py
+from extraction import ALLENSDK_PYTHON, directory_bytes, experiment_id, interleaved_medians, median_time
+from realistic_files import REPO, allensdk_readable_file
+
+from vb2p import layout, task
+from vb2p.experiment import open_experiment
+from vb2p.extract import extract_experiment
+
+TASK_REFERENCE = REPO / "tests" / "data" / "allensdk_nwb" / "task" / "ref_task_scientifica.nwb"
+PEER = REPO / "tests" / "allensdk_task_peer.py"
+
+
+def extract_without_task(nwb: Path, store: Path, identifier: int) -> dict:
+    """The extraction as it was before the task: the same code with the task step left out."""
+    with mock.patch("vb2p.extract.write_task", lambda *args, **kwargs: {}):
+        return extract_experiment(nwb, store, identifier)
+
+
+def read_events(nwb: Path) -> None:
+    with h5py.File(nwb, "r") as f:
+        f[task.NWB_EVENTS]["data"][:]
+
+
+def extraction_ratio(nwb: Path, work: Path, repeats: int) -> dict:
+    identifier = experiment_id(nwb)
+    plain, with_task = work / "plain.zarr", work / "with_task.zarr"
+    without_s, with_s = interleaved_medians(lambda: extract_without_task(nwb, plain, identifier),
+                                            lambda: extract_experiment(nwb, with_task, identifier), repeats)
+    # The floor of any design that stores events: inflating them from the NWB (gzip, as AllenSDK wrote them).
+    read_s = median_time(lambda: read_events(nwb), repeats)
+    added = {name: directory_bytes(with_task / name) for name in ("events", "filtered_events", task.TASK_DIR)}
+    return {"without_task_s": without_s, "with_task_s": with_s, "ratio": with_s / without_s,
+            "read_events_s": read_s, "floor_ratio": (without_s + read_s) / without_s,
+            "store_bytes_without": directory_bytes(plain), "bytes_added": added}
+
+
+def open_and_read(store: Path) -> None:
+    experiment = open_experiment(store)
+    _ = experiment.stimulus_presentations, experiment.trials, experiment.running_speed
+
+
+def peer_ratio(nwb: Path, work: Path, repeats: int) -> dict:
+    store = work / "peer.zarr"
+    extract_experiment(nwb, store, experiment_id(nwb))
+    ours = [median_time(lambda: open_and_read(store), 1) for _ in range(repeats)]
+    if not ALLENSDK_PYTHON.exists():
+        return {"ours_s": statistics.median(ours), "allensdk_s": None, "speedup": None,
+                "note": "no .venv-allensdk (make test)"}
+    allensdk = []
+    for _ in range(max(3, repeats // 2)):
+        result = subprocess.run([str(ALLENSDK_PYTHON), str(PEER), "time", str(nwb)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-400:])
+        allensdk.append(json.loads(result.stdout.strip().splitlines()[-1])["seconds"])
+    time.sleep(2)  # let the kernel reclaim AllenSDK's memory before timing ours again
+    ours += [median_time(lambda: open_and_read(store), 1) for _ in range(repeats)]
+    ours_s, allensdk_s = statistics.median(ours), statistics.median(allensdk)
+    return {"ours_s": ours_s, "allensdk_s": allensdk_s, "speedup": allensdk_s / ours_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    args = parser.parse_args()
+    enlarged = allensdk_readable_file(args.out / "files" / "allensdk_task_140k.nwb", 140_000, 200,
+                                      reference=TASK_REFERENCE)
+    work = args.out / "work_task"
+    results = {}
+    for name, nwb in (("reference", TASK_REFERENCE), ("real_size", enlarged)):
+        with h5py.File(nwb, "r") as f:
+            shape = f[layout.NWB_DFF].shape
+        print(f"== {name}: {nwb.name}, {shape[0]} frames x {shape[1]} ROIs, {nwb.stat().st_size / 1e9:.2f} GB",
+              flush=True)
+        work.mkdir(parents=True, exist_ok=True)
+        entry = results[name] = {"frames": shape[0], "rois": shape[1]}
+        a = entry["extraction"] = extraction_ratio(nwb, work, args.repeats)
+        print(f"(a) extraction without task {a['without_task_s']:.3f} s, with task {a['with_task_s']:.3f} s,"
+              f" ratio {a['ratio']:.2f} (target <= 1.25); reading the NWB's events alone"
+              f" {a['read_events_s']:.3f} s"
+              f" (floor ratio {a['floor_ratio']:.2f}); the task adds"
+              f" {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in a['bytes_added'].items())}"
+              f" to a {a['store_bytes_without'] / 1e6:.1f} MB store", flush=True)
+        b = entry["open"] = peer_ratio(nwb, work, args.repeats)
+        allensdk = "n/a" if b["allensdk_s"] is None else f"{b['allensdk_s']:.2f} s"
+        speedup = "n/a" if b["speedup"] is None else f"{b['speedup']:.0f}x"
+        print(f"(b) AllenSDK from_nwb_path + 3 tables {allensdk},"
+              f" open_experiment + 3 tables {b['ours_s'] * 1e3:.1f} ms,"
+              f" ours {speedup} faster (target >= 10x) {b.get('note', '')}", flush=True)
+        shutil.rmtree(work)
+    (args.out / "task.json").write_text(json.dumps(results, indent=2))
+    print(f"results: {args.out / 'task.json'} (machine: {os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""The task beside the activity: tables, events, performance and the AllenSDK-named experiment object, equal to what
+AllenSDK 2.16.2 returns for files written by its own writer (saved expectations, and live in .venv-allensdk), the
+store's layout, and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import uuid
+import warnings
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+from allensdk_task_peer import table_json, value_json
+from conftest import DATA, REPO
+
+from vb2p import layout, task
+from vb2p.errors import NwbError
+from vb2p.experiment import open_experiment
+from vb2p.extract import ExtractionOptions, extract_experiment
+
+TASK_DATA = DATA / "allensdk_nwb" / "task"
+REFERENCE = TASK_DATA / "ref_task_scientifica.nwb"
+OPHYS_REFERENCE = DATA / "allensdk_nwb" / "ref_scientifica.nwb"
+EYE_NWB = TASK_DATA / "eye_tracking.nwb"
+EXPECTED = json.loads((TASK_DATA / "ref_task_scientifica.expected.json").read_text())["experiment"]
+PERFORMANCE = json.loads((TASK_DATA / "ref_task_scientifica.performance.json").read_text())
+EYE_EXPECTED = json.loads((TASK_DATA / "eye_tracking.expected.json").read_text())["eye_tracking"]
+REFERENCE_ID = 775614751
+WHERE = f"experiment {REFERENCE_ID}"
+ALLENSDK_VENV = REPO / ".venv-allensdk"
+PEER = REPO / "tests" / "allensdk_task_peer.py"
+
+
+@pytest.fixture(scope="module")
+def task_store(tmp_path_factory):
+    """make(nwb, dff_dtype) -> (store, summary): the store extract_experiment writes for an NWB file, made once."""
+    made = {}
+
+    def make(nwb, dff_dtype="float64"):
+        if (nwb, dff_dtype) not in made:
+            with h5py.File(nwb, "r") as f:
+                experiment_id = int(f[layout.NWB_METADATA].attrs["ophys_experiment_id"])
+            store = tmp_path_factory.mktemp("store") / f"{experiment_id}.zarr"
+            summary = extract_experiment(nwb, store, experiment_id, options=ExtractionOptions(dff_dtype=dff_dtype))
+            made[nwb, dff_dtype] = store, summary
+        return made[nwb, dff_dtype]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def eye_nwb(tmp_path_factory):
+    """The task reference with the eye tracking of eye_tracking.nwb (AllenSDK-written) added at its NWB path."""
+    path = tmp_path_factory.mktemp("eye") / "ref_task_with_eye_tracking.nwb"
+    shutil.copyfile(REFERENCE, path)
+    with h5py.File(EYE_NWB, "r") as source, h5py.File(path, "r+") as target:
+        source.copy(source[task.NWB_EYE_TRACKING], target["acquisition"], name="EyeTracking")
+    return path
+
+
+@pytest.fixture(scope="module")
+def experiment(task_store):
+    return open_experiment(task_store(REFERENCE)[0])
+
+
+def sha256_of(table: pd.DataFrame) -> str:
+    """The expected JSON's checksum of a table's index and values."""
+    content = {"index": value_json(table.index.to_numpy()), "values": table_json(table)["values"]}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def same_table(ours: pd.DataFrame, theirs: dict, presentations: bool = False) -> None:
+    """Index, columns, dtypes and values equal to table_json's. AllenSDK orders the presentations' columns after its
+    fixed list by iterating a Python set (the order changes from run to run): those are compared as a set."""
+    mine = table_json(ours)
+    for key in ("index_name", "index_dtype", "index"):
+        assert mine[key] == theirs[key], key
+    fixed = set(task.PRESENTATIONS_ORDER) | {"end_time"}
+    n = sum(column in fixed for column in theirs["columns"]) if presentations else len(theirs["columns"])
+    assert mine["columns"][:n] == theirs["columns"][:n]
+    assert sorted(mine["columns"][n:]) == sorted(theirs["columns"][n:])
+    assert dict(zip(mine["columns"], mine["dtypes"])) == dict(zip(theirs["columns"], theirs["dtypes"]))
+    for column, values in theirs["values"].items():
+        assert mine["values"][column] == values, column
+
+
+def same_metrics(ours: dict, theirs: dict) -> None:
+    """AllenSDK's performance metrics (typed_json): same keys in order, ints as ints, floats to 1e-12, NaN as NaN."""
+    assert list(ours) == list(theirs)
+    for key, value in theirs.items():
+        assert isinstance(ours[key], int if value["type"].startswith("int") else float), key
+        if value["value"] is None:
+            assert np.isnan(ours[key]), key
+        else:
+            assert ours[key] == pytest.approx(value["value"], rel=1e-12), key
+
+
+# ---- equal to AllenSDK's saved output (our venv) ---------------------------------------------------------------------
+
+
+def test_stimulus_presentations_and_trials_equal_allensdk(experiment, task_store):
+    summary = task_store(REFERENCE)[1]
+    assert summary["has_task"] and summary["n_stimulus_presentations"] == EXPECTED["stimulus_presentations"]["n_rows"]
+    for name in ("stimulus_presentations", "trials"):
+        table, expected = getattr(experiment, name), EXPECTED[name]
+        assert list(table.columns) == expected["columns"], name  # our order of the set-ordered tail: sorted
+        assert [str(d) for d in table.dtypes] == expected["dtypes"], name
+        assert table.index.name == expected["index_name"] and table.index.tolist() == expected["index"]
+        assert sha256_of(table) == expected["sha256_values"], name
+        for column, count in expected["counts"].items():
+            if column != "per_block":
+                assert int(table[column].sum()) == count, column
+    presentations = experiment.stimulus_presentations
+    assert presentations.stimulus_block.value_counts().to_dict() == {
+        int(block): n for block, n in EXPECTED["stimulus_presentations"]["counts"]["per_block"].items()}
+    assert isinstance(experiment.trials.lick_times.iloc[0], np.ndarray)  # ragged: one array per trial
+
+
+def test_running_licks_rewards_and_timestamps_equal_allensdk(experiment):
+    running, expected = experiment.running_speed, EXPECTED["running_speed"]
+    assert list(running.columns) == expected["columns"] and len(running) == expected["length"]
+    assert running.speed.tolist()[:5] == expected["first5"]["speed"]
+    assert running.timestamps.tolist()[:5] == expected["first5"]["timestamps"]
+    assert running.sum().tolist() == pytest.approx([expected["sum"]["timestamps"], expected["sum"]["speed"]], rel=1e-12)
+    raw = experiment.raw_running_speed
+    assert value_json(raw.speed.to_numpy()[:5]) == EXPECTED["raw_running_speed"]["first5"]
+    assert int(raw.speed.isna().sum()) == EXPECTED["raw_running_speed"]["n_nan"]
+    licks, rewards = experiment.licks, experiment.rewards
+    assert list(licks.columns) == EXPECTED["licks"]["columns"] and licks.frame.dtype == np.int64
+    assert licks.timestamps.tolist() == EXPECTED["licks"]["timestamps"]
+    assert licks.frame.tolist()[:5] == EXPECTED["licks"]["first5_frame"]
+    assert list(rewards.columns) == EXPECTED["rewards"]["columns"]
+    for column in ("timestamps", "volume", "auto_rewarded"):
+        assert rewards[column].tolist() == EXPECTED["rewards"][column]
+    for name in ("stimulus_timestamps", "ophys_timestamps"):
+        values = getattr(experiment, name)
+        assert values.dtype == np.float64 and len(values) == EXPECTED[name]["length"]
+        assert values[:5].tolist() == EXPECTED[name]["first5"] and values[-1] == EXPECTED[name]["last"]
+
+
+def test_events_equal_allensdk(experiment):
+    events, expected = experiment.events, EXPECTED["events"]
+    assert list(events.columns) == expected["columns"] and events.index.name == "cell_specimen_id"
+    assert value_json(events.index.to_numpy()) == expected["index_cell_specimen_id"]  # NaN for unmatched cells
+    assert events.cell_roi_id.tolist() == expected["cell_roi_id"]
+    assert events["lambda"].tolist() == expected["lambda_"] and events.noise_std.tolist() == expected["noise_std"]
+    stacked = np.stack(events.events.to_list())
+    assert list(stacked.shape) == expected["stacked_shape"] and stacked.dtype == np.float64
+    assert (stacked != 0).mean() == pytest.approx(expected["nonzero_fraction"], rel=1e-12)
+    for column, sums in (("events", "row_sums_by_cell_roi_id"),
+                         ("filtered_events", "filtered_row_sums_by_cell_roi_id")):
+        ours = dict(zip(events.cell_roi_id.tolist(), np.stack(events[column].to_list()).sum(axis=1)))
+        assert ours == pytest.approx({int(k): v for k, v in expected[sums].items()}, rel=1e-12), column
+    filtered = np.stack(events.filtered_events.to_list())
+    assert not np.array_equal(filtered, stacked) and np.all(filtered[:, 0] <= stacked[:, 0])  # causal smoothing
+
+
+def test_dff_cell_table_and_metadata_equal_allensdk(experiment):
+    dff, expected = experiment.dff_traces, EXPECTED["dff_traces"]
+    cells_by_time = np.stack(dff.dff.to_list())
+    assert list(cells_by_time.shape) == expected["shape_cells_by_time"]
+    assert hashlib.sha256(cells_by_time.tobytes()).hexdigest() == expected["sha256_float64_cells_by_time_C"]
+    assert value_json(dff.index.to_numpy()) == expected["cell_specimen_id"]
+    assert dff.cell_roi_id.tolist() == expected["cell_roi_id"]
+    table = experiment.cell_specimen_table
+    assert table.cell_roi_id.tolist() == EXPECTED["cell_specimen_table"]["cell_roi_id"]
+    assert table.valid_roi.tolist() == EXPECTED["cell_specimen_table"]["valid_roi"]
+    assert table.roi_mask.iloc[0].shape == experiment.max_projection.data.shape == (512, 452)
+    metadata = experiment.metadata
+    assert sorted(metadata) == sorted(EXPECTED["metadata"])  # AllenSDK's order: checked live
+    for key, value in EXPECTED["metadata"].items():
+        if key == "date_of_acquisition":
+            assert isinstance(metadata[key], dt.datetime) and metadata[key] == dt.datetime.fromisoformat(value)
+        elif key == "behavior_session_uuid":
+            assert metadata[key] == uuid.UUID(value)
+        else:
+            assert metadata[key] == value and type(metadata[key]) is type(value), key
+    assert experiment.ophys_experiment_id == REFERENCE_ID
+
+
+def test_performance_equals_allensdk(experiment):
+    metrics = experiment.get_performance_metrics()
+    same_metrics(metrics, PERFORMANCE["performance_metrics"])
+    rolling, expected_rolling = experiment.get_rolling_performance_df(), PERFORMANCE["rolling_performance"]
+    assert table_json(rolling)["columns"] == expected_rolling["columns"] and rolling.index.name == "trials_id"
+    for column, values in expected_rolling["values"].items():
+        np.testing.assert_allclose(rolling[column].to_numpy(), np.array(values, dtype=float), rtol=1e-12)
+    # Fewer rewards per minute required: at least as many engaged trials.
+    assert experiment.get_performance_metrics(0.5)["engaged_trial_count"] >= metrics["engaged_trial_count"]
+
+
+def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_store, eye_nwb):
+    with h5py.File(EYE_NWB, "r") as f:
+        same_table(task.eye_tracking(f), EYE_EXPECTED)
+    store, summary = task_store(eye_nwb)
+    assert summary["has_eye_tracking"]
+    eyes = open_experiment(store).eye_tracking
+    same_table(eyes, EYE_EXPECTED)
+    assert eyes.likely_blink.sum() > 0 and eyes.pupil_area[eyes.likely_blink].isna().all()
+    empty = experiment.eye_tracking  # no eye tracking in the reference: AllenSDK's empty table
+    assert empty.empty and list(empty.columns) == EYE_EXPECTED["columns"] and empty.index.name == "frame"
+
+
+def test_float32_store_holds_allensdk_values_rounded_to_float32(task_store, experiment):
+    single = open_experiment(task_store(REFERENCE, "float32")[0])
+    assert zarr.open_group(single.path, mode="r")["events"].dtype == np.float32
+    for data_type in ("dff", "events"):
+        timestamps, values, specimen_ids, roi_ids = single.traces(data_type)
+        exact = experiment.traces(data_type)[1]
+        assert values.dtype == np.float64
+        np.testing.assert_array_equal(values, exact.astype(np.float32).astype(np.float64))
+    # filtered_events are computed on read from the stored (float32) events: float32 precision, not rounding
+    np.testing.assert_allclose(single.traces("filtered_events")[1], experiment.traces("filtered_events")[1],
+                               rtol=1e-6, atol=1e-7)
+    assert single.stimulus_presentations.equals(experiment.stimulus_presentations)
+
+
+def test_store_layout_for_zarr_and_xarray(task_store):
+    store, _ = task_store(REFERENCE)
+    ds = xr.open_zarr(store)
+    assert ds.events.dims == ("time", "cell") and ds.events_lambda.dims == ("cell",)
+    assert "filtered_events" not in ds.variables  # computed when read, as AllenSDK does
+    assert set(ds.events.coords) >= {"time", "cell_roi_id", "cell_specimen_id", "valid_roi"}
+    group = zarr.open_group(store, mode="r", use_consolidated=False)  # task/ is not a Zarr node, even unconsolidated
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        members = dict(group.members())
+    assert "task" not in members and "task" not in ds.variables
+    assert group["events"].chunks == group["dff"].chunks and group["events"].compressors
+    assert group.attrs["has_task"] is True and group.attrs["n_trials"] == EXPECTED["trials"]["n_rows"]
+    assert sorted(p.stem for p in (store / task.TASK_DIR).glob("*.parquet")) == sorted(group.attrs["task_tables"])
+    assert group.attrs["task_parameters"]["response_window_sec"] == [0.15, 0.75]
+    assert group["max_projection"].attrs["unit"] == "mm"
+
+
+def test_traces_fast_path(experiment):
+    timestamps, values, specimen_ids, roi_ids = experiment.traces("dff")
+    assert timestamps.dtype == values.dtype == np.float64 and specimen_ids.dtype == roi_ids.dtype == np.int64
+    assert values.shape == (len(timestamps), len(roi_ids)) == (21012, 12)
+    np.testing.assert_array_equal(values.T, np.stack(experiment.dff_traces.dff.to_list()))
+    unmatched = experiment.dff_traces.index.isna()
+    assert (specimen_ids[unmatched] == -1).all()
+    assert (specimen_ids[~unmatched] == experiment.dff_traces.index[~unmatched]).all()
+    _, filtered, _, event_roi_ids = experiment.traces("filtered_events")
+    np.testing.assert_array_equal(filtered.T, np.stack(experiment.events.filtered_events.to_list()))
+    assert event_roi_ids.tolist() == experiment.events.cell_roi_id.tolist()
+    with pytest.raises(ValueError, match="data_type"):
+        experiment.traces("neuropil")
+
+
+# ---- files without a task, the ophys-only reference, ROIs without events ---------------------------------------------
+
+
+def test_a_file_without_a_task_gives_has_task_false(tmp_path, task_store, caplog):
+    nwb = tmp_path / "no_task.nwb"
+    shutil.copyfile(OPHYS_REFERENCE, nwb)
+    with h5py.File(nwb, "r+") as f:
+        del f["intervals"]
+    with caplog.at_level(logging.WARNING, logger="vb2p.task"):
+        store, summary = task_store(nwb)
+    assert summary["has_task"] is False and summary["n_trials"] == 0 and summary["n_event_rois"] == 12
+    assert any(f"experiment {REFERENCE_ID}" in r.message and "no task" in r.message for r in caplog.records)
+    experiment = open_experiment(store)
+    assert experiment.has_task is False and not (store / task.TASK_DIR).exists()
+    assert len(experiment.events) == 12 and experiment.eye_tracking.empty
+    with pytest.raises(NwbError, match=f"experiment {REFERENCE_ID} has no task"):
+        experiment.trials
+
+
+def test_the_ophys_only_reference_holds_a_small_task_read_as_allensdk_does(task_store):
+    """ref_scientifica.nwb is not task-free: AllenSDK's writer put 98 flashes and 10 trials in it, with lick_times
+    written flat (one lick per trial) and presentations carrying both stop_time and end_time."""
+    store, summary = task_store(OPHYS_REFERENCE)
+    assert summary["has_task"] and summary["n_stimulus_presentations"] == 98 and summary["n_trials"] == 10
+    experiment = open_experiment(store)
+    assert list(experiment.stimulus_presentations.columns).count("end_time") == 2  # as AllenSDK
+    assert experiment.trials.lick_times.dtype == np.float64  # as AllenSDK: a float per trial
+    assert experiment.get_performance_metrics()["hit_trial_count"] == int(experiment.trials.hit.sum())
+
+
+def _replace(group: h5py.Group, name: str, data) -> None:
+    attrs = dict(group[name].attrs)
+    del group[name]
+    group.create_dataset(name, data=data)
+    group[name].attrs.update(attrs)
+
+
+def test_rois_without_events_are_left_out_as_allensdk_does(tmp_path, task_store, caplog):
+    nwb = tmp_path / "fewer_events.nwb"
+    shutil.copyfile(REFERENCE, nwb)
+    with h5py.File(nwb, "r+") as f:
+        detection = f[task.NWB_EVENTS]
+        kept = np.array([k for k in range(12) if k != 4])
+        _replace(detection, "data", detection["data"][:][:, kept])
+        for name in ("rois", "lambdas", "noise_stds"):
+            _replace(detection, name, detection[name][:][kept])
+    with caplog.at_level(logging.WARNING, logger="vb2p.task"):
+        store, summary = task_store(nwb)
+    assert summary["n_event_rois"] == 11 and any("1 valid ROIs have no events" in r.message for r in caplog.records)
+    experiment = open_experiment(store)
+    missing = experiment.dff_traces.cell_roi_id.iloc[4]
+    assert missing not in experiment.events.cell_roi_id.tolist() and len(experiment.events) == 11
+    assert experiment.traces("events")[1].shape[1] == 11 and experiment.traces("dff")[1].shape[1] == 12
+    reference = open_experiment(task_store(REFERENCE)[0]).events
+    pd.testing.assert_frame_equal(experiment.events[["cell_roi_id", "lambda"]],
+                                  reference[reference.cell_roi_id != missing][["cell_roi_id", "lambda"]])
+
+
+# ---- bad input -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def intervals(tmp_path):
+    """A small HDF5 file holding the reference's /intervals, to break."""
+    path = tmp_path / "intervals.nwb"
+    with h5py.File(REFERENCE, "r") as source, h5py.File(path, "w") as target:
+        source.copy(source["intervals"], target)
+    return path
+
+
+def test_a_missing_required_column_names_experiment_table_and_column(intervals):
+    with h5py.File(intervals, "r+") as f:
+        table = f[task.NWB_TRIALS]
+        table.attrs["colnames"] = [c for c in table.attrs["colnames"] if c != "hit"]
+        del table["hit"]
+    with h5py.File(intervals, "r") as f, pytest.raises(NwbError) as error:
+        task.trials(f, WHERE)
+    assert all(text in str(error.value) for text in (WHERE, task.NWB_TRIALS, "hit"))
+    with h5py.File(intervals, "r+") as f:
+        for name in f["intervals"]:
+            if name.endswith("_presentations") and "omitted" in f["intervals"][name]:
+                table = f["intervals"][name]
+                table.attrs["colnames"] = [c for c in table.attrs["colnames"] if c != "omitted"]
+    with h5py.File(intervals, "r") as f, pytest.raises(NwbError, match=f"{WHERE}: .*presentations.* omitted"):
+        task.stimulus_presentations(f, WHERE)
+
+
+def test_start_times_not_increasing_name_experiment_and_table(intervals):
+    with h5py.File(intervals, "r+") as f:
+        start = f[task.NWB_TRIALS]["start_time"]
+        values = start[:]
+        values[[3, 4]] = values[[4, 3]]
+        start[...] = values
+    with h5py.File(intervals, "r") as f, pytest.raises(NwbError) as error:
+        task.trials(f, WHERE)
+    assert all(text in str(error.value) for text in (WHERE, task.NWB_TRIALS, "start_time is not increasing"))
+
+
+def test_a_ragged_index_out_of_range_names_experiment_table_and_column(intervals):
+    with h5py.File(intervals, "r+") as f:
+        index = f[task.NWB_TRIALS]["lick_times_index"]
+        values = index[:]
+        values[-1] = len(f[task.NWB_TRIALS]["lick_times"]) + 5
+        index[...] = values
+    with h5py.File(intervals, "r") as f, pytest.raises(NwbError) as error:
+        task.trials(f, WHERE)
+    assert all(text in str(error.value) for text in (WHERE, task.NWB_TRIALS, "lick_times_index", "out of range"))
+
+
+def test_open_experiment_refuses_what_is_not_a_store(tmp_path):
+    with pytest.raises(NwbError, match=f"{tmp_path / 'missing.zarr'} is not an experiment store"):
+        open_experiment(tmp_path / "missing.zarr")
+
+
+# ---- live against AllenSDK 2.16.2 (.venv-allensdk) -------------------------------------------------------------------
+
+
+def allensdk_task(*args) -> dict:
+    if not (ALLENSDK_VENV / ".installed").exists():
+        failure = REPO / ".venv-allensdk-failed.log"
+        reason = failure.read_text()[-500:] if failure.exists() else "run `make test` to create .venv-allensdk"
+        pytest.skip(f"AllenSDK 2.16.2 venv is not installed: {reason}")
+    result = subprocess.run([str(ALLENSDK_VENV / "bin" / "python"), str(PEER), *map(str, args)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_equals_allensdk(ours, nwb, work) -> None:
+    """Every attribute of our experiment equals what AllenSDK's from_nwb_path returns for the same file."""
+    theirs = allensdk_task("read", nwb, work / "allensdk.npz")
+    arrays = np.load(work / "allensdk.npz")
+    same_table(ours.stimulus_presentations, theirs["stimulus_presentations"], presentations=True)
+    for name in ("trials", "licks", "rewards", "eye_tracking", "dff_traces", "events", "cell_specimen_table"):
+        table = getattr(ours, name)
+        same_table(table.drop(columns=["dff", "events", "filtered_events", "roi_mask"], errors="ignore"), theirs[name])
+    for name in ("running_speed", "raw_running_speed"):
+        table = getattr(ours, name)
+        same_table(table.head(0), {k: v for k, v in theirs[name].items() if k not in ("length", "index_type")})
+        assert len(table) == theirs[name]["length"] and type(table.index).__name__ == theirs[name]["index_type"]
+        for column in table.columns:
+            np.testing.assert_array_equal(table[column].to_numpy(), arrays[f"{name}.{column}"])
+    for name in ("ophys_timestamps", "stimulus_timestamps"):
+        np.testing.assert_array_equal(getattr(ours, name), arrays[name])
+    np.testing.assert_array_equal(np.stack(ours.dff_traces.dff.to_list()), arrays["dff"])
+    np.testing.assert_array_equal(np.stack(ours.events.events.to_list()), arrays["events"])
+    np.testing.assert_allclose(np.stack(ours.events.filtered_events.to_list()), arrays["filtered_events"], rtol=1e-12,
+                               atol=1e-15)
+    np.testing.assert_array_equal(np.stack(ours.cell_specimen_table.roi_mask.to_list()), arrays["roi_mask"])
+    for name in ("max_projection", "average_projection"):
+        image = getattr(ours, name)
+        assert list(image.spacing) == theirs["images"][name]["spacing"] and image.unit == theirs["images"][name]["unit"]
+        np.testing.assert_array_equal(np.asarray(image), arrays[name])
+    assert ours.ophys_experiment_id == theirs["ophys_experiment_id"]["value"]
+    kind = {"int64": "int", "float64": "float"}
+    for key, value in theirs["metadata"].items():
+        mine = ours.metadata[key]
+        assert kind.get(value["type"], value["type"]) == type(mine).__name__, key
+        assert (str(mine) if value["type"] in ("UUID", "datetime") else value_json(mine)) == value["value"], key
+    assert list(ours.metadata) == list(theirs["metadata"])
+    same_metrics(ours.get_performance_metrics(), theirs["performance_metrics"])
+    rolling = table_json(ours.get_rolling_performance_df())
+    assert rolling["columns"] == theirs["rolling_performance"]["columns"]
+    for column, values in theirs["rolling_performance"]["values"].items():
+        np.testing.assert_allclose(np.array(rolling["values"][column], dtype=float), np.array(values, dtype=float),
+                                   rtol=1e-12)
+
+
+def test_live_every_attribute_equals_allensdk(tmp_path, task_store, eye_nwb):
+    assert_equals_allensdk(open_experiment(task_store(eye_nwb)[0]), eye_nwb, tmp_path)
+
+
+def test_live_a_mesoscope_demo_plane_equals_allensdk(tmp_path, task_store, demo_root):
+    """A plane of a multi-plane session (metadata imaging_plane_group), written by the demo generator."""
+    experiments = pd.read_csv(demo_root / layout.metadata_key("ophys_experiment_table"))
+    mesoscope = experiments[experiments.equipment_name == "MESO.1"].ophys_experiment_id
+    nwb = demo_root / layout.experiment_key(mesoscope.iloc[0])
+    with h5py.File(nwb, "r") as f:
+        if not task.has_task(f):
+            pytest.skip("the demo release's files carry no task (demo generator without one)")
+    ours = open_experiment(task_store(nwb)[0])
+    assert ours.metadata["imaging_plane_group_count"] > 1 and ours.metadata["imaging_plane_group"] is not None
+    assert_equals_allensdk(ours, nwb, tmp_path)
+
+
+def test_live_ophys_only_reference_tables_equal_allensdk(tmp_path, task_store):
+    theirs = allensdk_task("read", OPHYS_REFERENCE, tmp_path / "allensdk.npz")
+    ours = open_experiment(task_store(OPHYS_REFERENCE)[0])
+    assert theirs["performance_error"].startswith("TypeError")  # AllenSDK cannot rate this session; we can
+    same_table(ours.stimulus_presentations, theirs["stimulus_presentations"], presentations=True)
+    for name in ("trials", "licks", "rewards", "eye_tracking"):
+        same_table(getattr(ours, name), theirs[name])

@@ -1,0 +1,479 @@
+"""The change-detection task beside the activity: read from an experiment's NWB file exactly as AllenSDK 2.16.2's
+`BehaviorOphysExperiment.from_nwb_path` returns it, and stored in the experiment's Zarr store.
+
+Storage, added to the store that vb2p.extract writes (`results/zarr/<ophys_experiment_id>.zarr`):
+
+    events (time, cell)                   the events of every ROI, in dff's ROI order and time chunks, compressed
+                                          (zstd 1 without shuffle: they are mostly zeros; 9 MB at 140,000 frames x 200
+                                          ROIs). dtype: the store's dF/F dtype, so one switch sets the precision of
+                                          every trace: float32 by default (7 significant digits, finer than the
+                                          detection itself), float64 when the store is asked to be lossless. NaN
+                                          columns: ROIs without events (AllenSDK drops them). filtered_events are not
+                                          stored: like AllenSDK, vb2p.experiment computes them when they are read
+                                          (filtered_events(), a causal filter: 0.4 s for that size), since storing them
+                                          tripled the task's cost of extraction (they are dense and compress poorly)
+    events_lambda, events_noise_std (cell)  float64, the detection's lambda and noise_std; NaN without events
+    mask_image_plane, max_correction_down/left/right/up (cell)  the rest of AllenSDK's cell_specimen_table
+    max_projection, average_image          attributes spacing (mm per pixel) and unit, as AllenSDK's Image has them
+    task/<name>.parquet                    one table per file (pyarrow): stimulus_presentations, trials,
+                                           running_speed, raw_running_speed, licks, rewards, stimulus_timestamps and,
+                                           when the file has eye tracking, eye_tracking. A directory without zarr.json
+                                           is not a Zarr node: zarr and xarray ignore task/
+    root attributes                        has_task (bool), task_tables (names of the files in task/),
+                                           task_parameters (/general/task_parameters), and the counts write_task
+                                           returns (n_trials, n_stimulus_presentations, n_event_rois...)
+
+Tables hold what AllenSDK returns, with its index, column names, order and dtypes, with one exception:
+stimulus_presentations keeps the NWB's `stop_time`, which AllenSDK's attribute renames `end_time` (vb2p.experiment
+does the same). A file whose presentations already have an `end_time` column gets two `end_time` columns from
+AllenSDK, which no table format stores. Columns AllenSDK recomputes (is_change, flashes_since_change) are recomputed
+here the same way; the columns after trials_id, which AllenSDK orders by iterating a Python set (the order changes
+from run to run), are sorted by name.
+
+Why Parquet for tables: it is columnar and typed (bool, nullable boolean, int64, float64, text, and lists of floats
+for the ragged lick_times), keeps the pandas index and dtypes in its metadata, compresses, reads a whole table in
+milliseconds, and any tool opens it without our code (pandas, polars, DuckDB, R's arrow). Zarr arrays would split
+each table into one array per column on dimensions of their own, and CSV loses dtypes and the ragged lists.
+
+Everything is read with h5py from the documented HDF5 paths (allen-release-layout.md, sections 5 and 5b), not pynwb:
+fast, and robust to NWB schema versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+from zarr.codecs import BloscCodec
+
+from vb2p import layout
+from vb2p.errors import NwbError
+
+log = logging.getLogger(__name__)
+
+NWB_INTERVALS = "/intervals"
+NWB_TRIALS = "/intervals/trials"
+PRESENTATIONS_SUFFIX = "_presentations"
+NWB_RUNNING = "/processing/running"
+NWB_LICKS = "/processing/licking/licks"
+NWB_REWARDS = "/processing/rewards"
+NWB_STIMULUS_TIMESTAMPS = "/processing/stimulus/timestamps/timestamps"
+NWB_EVENTS = "/processing/ophys/event_detection"
+NWB_EYE_TRACKING = "/acquisition/EyeTracking"
+NWB_TASK_PARAMETERS = "/general/task_parameters"
+NWB_IMAGES = "/processing/ophys/images"
+NWB_CELL_TABLE_EXTRAS = ("mask_image_plane", "max_correction_down", "max_correction_left", "max_correction_right",
+                         "max_correction_up")  # cell table columns vb2p.extract does not store
+
+TASK_DIR = "task"
+# AllenSDK's Presentations: these columns first, in this order (allensdk.core.dataframe_utils.enforce_df_column_order).
+PRESENTATIONS_ORDER = (
+    "stimulus_block", "stimulus_block_name", "image_index", "image_name", "movie_frame_index", "duration",
+    "start_time", "end_time", "stop_time", "start_frame", "end_frame", "is_change", "is_image_novel", "omitted",
+    "movie_repeat", "flashes_since_change", "trials_id",
+)
+# Filled with -99 and made int64 by AllenSDK (enforce_df_int_typing).
+PRESENTATIONS_INT = ("flashes_since_change", "image_index", "movie_repeat", "movie_frame_index", "repeat",
+                     "stimulus_index")
+INT_NULL = -99
+# AllenSDK 2.16 computes these when a file lacks them; every release file has them, so they are required here.
+PRESENTATIONS_REQUIRED = ("start_time", "stop_time", "stimulus_block", "image_name", "omitted", "trials_id", "active",
+                          "is_sham_change")
+TRIALS_REQUIRED = ("start_time", "stop_time", "change_time", "go", "catch", "hit", "miss", "false_alarm",
+                   "correct_reject", "aborted", "auto_rewarded", "lick_times", "reward_volume")
+EYE_TRACKING_COLUMNS = (
+    "timestamps", "cr_area", "eye_area", "pupil_area", "likely_blink", "pupil_area_raw", "cr_area_raw",
+    "eye_area_raw", "cr_center_x", "cr_center_y", "cr_width", "cr_height", "cr_phi", "eye_center_x", "eye_center_y",
+    "eye_width", "eye_height", "eye_phi", "pupil_center_x", "pupil_center_y", "pupil_width", "pupil_height",
+    "pupil_phi",
+)
+EYE_TRACKING_BLINK_NAN = ("eye_area", "pupil_area", "cr_area", "eye_width", "eye_height", "eye_phi", "pupil_width",
+                          "pupil_height", "pupil_phi")
+# AllenSDK's defaults (BehaviorOphysExperiment.from_nwb).
+EVENTS_FILTER_SCALE_S = 2.0 / 31.0
+EVENTS_FILTER_STEPS = 20
+EYE_Z_THRESHOLD = 3.0
+EYE_DILATION_FRAMES = 2
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _column(table: h5py.Group, path: str, name: str, n_rows: int, where: str):
+    """One column of an NWB DynamicTable: text decoded; a ragged column (with `<name>_index`) as an object array of
+    per-row arrays, as hdmf's to_dataframe gives it."""
+    if name not in table:
+        raise NwbError(f"{where}: table {path} lists column '{name}' but has no such dataset; the file is corrupt")
+    dataset = table[name]
+    values = dataset.asstr()[:] if h5py.check_string_dtype(dataset.dtype) else dataset[:]
+    if f"{name}_index" in table:
+        ends = table[f"{name}_index"][:].astype(np.int64)
+        starts = np.concatenate([[0], ends[:-1]])
+        if len(ends) and (np.any(ends < starts) or ends[-1] > len(values)):
+            raise NwbError(f"{where}: table {path}: {name}_index points outside the {len(values)} values of '{name}'"
+                           " (decreasing or out of range); the file is corrupt")
+        rows = np.empty(len(ends), dtype=object)
+        for row, (start, end) in enumerate(zip(starts, ends)):
+            rows[row] = values[start:end]
+        values = rows
+    if len(values) != n_rows:
+        raise NwbError(f"{where}: table {path}: column '{name}' has {len(values)} rows, the table {n_rows}")
+    return values
+
+
+def read_table(f: h5py.File, path: str, where: str, required: tuple[str, ...] = (),
+               skip: tuple[str, ...] = ()) -> pd.DataFrame:
+    """An NWB DynamicTable as hdmf's to_dataframe gives it (columns in `colnames` order, index = `id`), checked:
+    the required columns are there and start times never decrease."""
+    table = f[path]
+    ids = table["id"][:].astype(np.int64)
+    names = [_text(name) for name in table.attrs["colnames"]]
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise NwbError(f"{where}: table {path} has no column {', '.join(missing)}; a Visual Behavior task table has"
+                       " them (allen-release-layout.md, section 5b)")
+    columns = {name: _column(table, path, name, len(ids), where) for name in names if name not in skip}
+    frame = pd.DataFrame(columns, index=pd.Index(ids, dtype="int64"))
+    if "start_time" in frame:
+        start = frame["start_time"].to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(start)) or np.any(np.diff(start) < 0):
+            raise NwbError(f"{where}: table {path}: start_time is not increasing (or not finite); the file is corrupt")
+    return frame
+
+
+def has_task(f: h5py.File) -> bool:
+    """A file holds a task when it has trials and at least one stimulus presentations table."""
+    intervals = f.get(NWB_INTERVALS)
+    return intervals is not None and "trials" in intervals and bool(_presentation_tables(f))
+
+
+def _presentation_tables(f: h5py.File) -> list[str]:
+    intervals = f.get(NWB_INTERVALS, {})
+    return sorted(f"{NWB_INTERVALS}/{name}" for name in intervals if name.endswith(PRESENTATIONS_SUFFIX))
+
+
+def is_change(image_name: np.ndarray, omitted: pd.Series) -> np.ndarray:
+    """AllenSDK's is_change_event: the first shown image that differs from the previous shown image. Omitted flashes
+    and rows without an `omitted` value (gray screen, movies) are not shown images; the first shown image is no
+    change."""
+    shown = np.flatnonzero(~omitted.fillna(True).to_numpy(dtype=bool))
+    change = np.zeros(len(image_name), dtype=bool)
+    change[shown[1:]] = image_name[shown[1:]] != image_name[shown[:-1]]
+    return change
+
+
+def flashes_since_change(image_name: np.ndarray, omitted: pd.Series, change: np.ndarray) -> np.ndarray:
+    """AllenSDK's get_flashes_since_change, without its row loop: 0 at a change (and at the first row), +1 at every
+    other row, and omitted rows repeat the count of the row before."""
+    carried = (image_name == "omitted") | omitted.fillna(False).to_numpy(dtype=bool)
+    counted = np.cumsum(~carried)
+    position = np.arange(len(change))
+    reset = ~carried & (change | (position == 0))
+    last_reset = np.maximum.accumulate(np.where(reset, position, -1))
+    return (counted - np.where(last_reset >= 0, counted[np.maximum(last_reset, 0)], 0)).astype(np.int64)
+
+
+def stimulus_presentations(f: h5py.File, where: str) -> pd.DataFrame:
+    """AllenSDK's stimulus presentations (Presentations.from_nwb): every /intervals/*_presentations table, in order
+    of start_time, with is_change and flashes_since_change recomputed. `stop_time` keeps its NWB name."""
+    frames = []
+    for path in _presentation_tables(f):
+        frame = read_table(f, path, where, required=("start_time", "stop_time"),
+                           skip=("tags", "timeseries")).reset_index(drop=True)
+        text = frame.select_dtypes("object").columns
+        frame[text] = frame[text].replace({"N/A": ""})
+        frames.append(frame)
+    table = pd.concat(frames, sort=False)
+    missing = [name for name in PRESENTATIONS_REQUIRED if name not in table]
+    if missing:
+        raise NwbError(f"{where}: no stimulus presentations table ({', '.join(_presentation_tables(f))}) has column"
+                       f" {', '.join(missing)}; AllenSDK's release files have them")
+    # AllenSDK's dtype rules: integer columns int64; float columns holding only 0, 1 and NaN are nullable booleans
+    # (its writer stores booleans with gaps as floats).
+    table = table.astype({name: "int64" for name in table.select_dtypes(include="int")})
+    table = table.astype({
+        name: "boolean" for name in table.select_dtypes(include="float")
+        if set(table[name].dropna().unique()) <= {0, 1} and not name.endswith("_index")
+    })
+    # Stable: equal start times (none in release files) keep the tables' order, where AllenSDK's quicksort is arbitrary.
+    table = table.sort_values("start_time", kind="stable").reset_index(drop=True)
+    image_name = table["image_name"].to_numpy(dtype=object)
+    table["is_change"] = is_change(image_name, table["omitted"])
+    table["flashes_since_change"] = flashes_since_change(image_name, table["omitted"], table["is_change"].to_numpy())
+    for name in PRESENTATIONS_INT:
+        if name in table:
+            table[name] = table[name].fillna(INT_NULL).astype(np.int64)
+    table = table.drop(columns=["image_set", "index"], errors="ignore")
+    table.index = pd.RangeIndex(len(table), name="stimulus_presentations_id")
+    first = [name for name in PRESENTATIONS_ORDER if name in table]
+    return table[first + sorted(set(table.columns) - set(first))]
+
+
+def trials(f: h5py.File, where: str) -> pd.DataFrame:
+    """AllenSDK's trials (Trials.from_nwb): /intervals/trials, index trials_id, lick_times one array per trial."""
+    table = read_table(f, NWB_TRIALS, where, required=TRIALS_REQUIRED)
+    table = table.drop(columns=["lick_events"], errors="ignore").rename(columns={"stimulus_change": "is_change"})
+    if "change_frame" in table:
+        table["change_frame"] = table["change_frame"].fillna(INT_NULL).astype(np.int64)
+    table.index.name = "trials_id"
+    return table
+
+
+def _require(f: h5py.File, path: str, where: str, what: str):
+    if path not in f:
+        raise NwbError(f"{where}: {path} is missing, yet the file has a task: AllenSDK cannot read {what} either")
+    return f[path]
+
+
+def running_speed(f: h5py.File, where: str, filtered: bool = True) -> pd.DataFrame:
+    """AllenSDK's running_speed (10 Hz low-pass, as stored) or raw_running_speed; a speed whose mean is below
+    -1 cm/s is flipped, as AllenSDK does for rigs with reversed encoder polarity."""
+    series = _require(f, f"{NWB_RUNNING}/{'speed' if filtered else 'speed_unfiltered'}", where, "running speed")
+    speed = series["data"][:].astype(np.float64)
+    if np.nanmean(speed) < -1:
+        speed = -speed
+    return pd.DataFrame({"timestamps": series["timestamps"][:].astype(np.float64), "speed": speed})
+
+
+def licks(f: h5py.File) -> pd.DataFrame:
+    """AllenSDK's licks: time and display frame of each lick; empty (float columns) when the file has none."""
+    if NWB_LICKS not in f:
+        return pd.DataFrame({"timestamps": [], "frame": []})
+    series = f[NWB_LICKS]
+    return pd.DataFrame({"timestamps": series["timestamps"][:], "frame": series["data"][:]})
+
+
+def rewards(f: h5py.File) -> pd.DataFrame:
+    """AllenSDK's rewards: volume, time, auto_rewarded; empty when the file has none (passive sessions)."""
+    if NWB_REWARDS not in f:
+        return pd.DataFrame({"volume": [], "timestamps": [], "auto_rewarded": []})
+    module = f[NWB_REWARDS]
+    return pd.DataFrame({
+        "volume": module["volume/data"][:],
+        "timestamps": module["autorewarded/timestamps"][:],
+        "auto_rewarded": module["autorewarded/data"][:],
+    })
+
+
+def stimulus_timestamps(f: h5py.File, where: str) -> pd.DataFrame:
+    """One time per display frame (monitor delay included), as a one-column table."""
+    return pd.DataFrame({"timestamps": _require(f, NWB_STIMULUS_TIMESTAMPS, where, "stimulus timestamps")[:]})
+
+
+def eye_tracking(f: h5py.File, z_threshold: float = EYE_Z_THRESHOLD,
+                 dilation_frames: int = EYE_DILATION_FRAMES) -> pd.DataFrame | None:
+    """AllenSDK's eye_tracking (EyeTrackingTable.from_nwb) from /acquisition/EyeTracking (ndx-ellipse-eye-tracking),
+    or None when the file has none. likely_blink is recomputed: frames with a missing eye or pupil area or an area
+    more than z_threshold SDs from its mean, dilated by dilation_frames; areas and eye and pupil shapes are NaN there.
+    """
+    if NWB_EYE_TRACKING not in f:
+        return None
+    from scipy import ndimage, stats  # imported here: scipy.stats takes ~1 s, and readers of stores need none of it
+
+    acquisition = f[NWB_EYE_TRACKING]
+    eye, pupil, cr = (acquisition[name] for name in ("eye_tracking", "pupil_tracking", "corneal_reflection_tracking"))
+    columns = {"timestamps": eye["timestamps"][:]}
+    for prefix, series in (("cr", cr), ("eye", eye), ("pupil", pupil)):
+        area = series["area_raw"][:]
+        columns[f"{prefix}_area"] = area
+        columns[f"{prefix}_area_raw"] = area
+        centre = series["data"][:]
+        columns[f"{prefix}_center_x"], columns[f"{prefix}_center_y"] = centre[:, 0], centre[:, 1]
+        for name, dataset in (("width", "width"), ("height", "height"), ("phi", "angle")):
+            columns[f"{prefix}_{name}"] = series[dataset][:]
+    areas = np.stack([columns["eye_area_raw"], columns["pupil_area_raw"]], axis=1)
+    outlier = np.any(np.abs(stats.zscore(areas, axis=0, nan_policy="omit")) > z_threshold, axis=1)
+    blink = np.isnan(areas).any(axis=1) | outlier
+    if dilation_frames > 0:
+        blink = ndimage.binary_dilation(blink, iterations=dilation_frames)
+    columns["likely_blink"] = blink
+    for name in EYE_TRACKING_BLINK_NAN:
+        columns[name] = columns[name].copy()
+        columns[name][blink] = np.nan
+    table = pd.DataFrame({name: columns[name] for name in EYE_TRACKING_COLUMNS})
+    table.index.name = "frame"
+    return table
+
+
+def empty_eye_tracking() -> pd.DataFrame:
+    """What AllenSDK returns for a file without eye tracking."""
+    return pd.DataFrame({name: [] for name in EYE_TRACKING_COLUMNS}, index=pd.Index([], name="frame"))
+
+
+def task_parameters(f: h5py.File, where: str) -> dict:
+    """/general/task_parameters as a JSON-able dict; the two ranges AllenSDK reads as floats (written as text)."""
+    attrs = _require(f, NWB_TASK_PARAMETERS, where, "the task parameters").attrs
+    parameters = {}
+    for key, value in attrs.items():
+        if key in ("namespace", "neurodata_type", "object_id"):
+            continue
+        if isinstance(value, np.ndarray):
+            value = [_text(v) if isinstance(v, (bytes, str)) else v.item() for v in value]
+        elif isinstance(value, (bytes, str)):
+            value = _text(value)
+        else:
+            value = value.item() if isinstance(value, np.generic) else value
+        parameters[key] = value
+    for key in ("blank_duration_sec", "response_window_sec"):
+        if key in parameters:
+            parameters[key] = [float(v) for v in parameters[key]]
+    return parameters
+
+
+def events_filter(frame_rate: float) -> np.ndarray:
+    """AllenSDK's causal half-Gaussian filter of events (event_detection.filter_events_array): halfnorm weights of
+    scale 2/31 s over 20 frames, normalized."""
+    from scipy import stats  # imported here: it takes ~1 s, and readers of stores need none of it
+
+    weights = stats.halfnorm(loc=0, scale=EVENTS_FILTER_SCALE_S * frame_rate).pdf(np.arange(EVENTS_FILTER_STEPS))
+    return weights / np.sum(weights)
+
+
+def _in_store_order(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """NWB event columns -> dff's ROI order; NaN for ROIs without events."""
+    ordered = np.full((values.shape[0], len(columns)), np.nan)
+    ordered[:, columns >= 0] = values[:, columns[columns >= 0]]
+    return ordered
+
+
+def filtered_events(events: np.ndarray, frame_rate: float) -> np.ndarray:
+    """AllenSDK's filtered_events of (n_frames, n_cells) events, along time for every cell at once. lfilter's FIR
+    sums give the same values as AllenSDK's per-ROI np.convolve (same = its first n_frames values)."""
+    from scipy import signal  # imported here, as in events_filter
+
+    return signal.lfilter(events_filter(frame_rate), [1.0], events, axis=0)
+
+
+# Sparse events compress best as they are: byte shuffling splits the zero runs (measured: ratio 11.8 and 2.8 ms per
+# 3072 x 200 float32 chunk, against 8.1 and 8.1 ms for the store's zstd 3 with shuffle).
+EVENTS_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle")
+
+
+def _write_events(f: h5py.File, group: zarr.Group, roi_order: np.ndarray, where: str, dtype: str,
+                  block_bytes: int) -> np.ndarray:
+    """events (time, cell) in dff's ROI order and chunks, streamed in blocks of whole chunks (memory does not grow
+    with the session), with lambda and noise_std. Returns which ROIs have events."""
+    detection = f[NWB_EVENTS]
+    data = detection["data"]
+    event_rows = detection["rois"][:].astype(np.int64)
+    dff = group["dff"]
+    n_frames, n_rois = dff.shape
+    if data.shape != (n_frames, len(event_rows)):
+        raise NwbError(f"{where}: {NWB_EVENTS}/data is {data.shape}, expected {n_frames} frames x {len(event_rows)}"
+                       " ROIs (its `rois`)")
+    column_of_row = {row: column for column, row in enumerate(event_rows.tolist())}
+    columns = np.array([column_of_row.get(int(row), -1) for row in roi_order], dtype=np.int64)
+    in_order = np.array_equal(columns, np.arange(len(event_rows)))  # the usual case: nothing to rearrange
+    for name, source in (("events_lambda", "lambdas"), ("events_noise_std", "noise_stds")):
+        group.create_array(name, data=_in_store_order(detection[source][:][None], columns)[0], chunks=(n_rois,),
+                           dimension_names=["cell"], fill_value=np.nan,
+                           attributes={"long_name": f"event detection {source[:-1]}"})
+
+    events = group.create_array(
+        "events", shape=(n_frames, n_rois), dtype=dtype, chunks=dff.chunks, compressors=EVENTS_CODEC,
+        dimension_names=["time", "cell"], fill_value=np.nan,
+        attributes={"coordinates": dff.attrs["coordinates"],
+                    "long_name": "detected events: rise of calcium transients, magnitude ~ dF/F increase; NaN: no events"},
+    )
+    time_chunk = dff.chunks[0]
+    rows_per_block = max(1, block_bytes // (8 * max(1, len(event_rows))) // time_chunk) * time_chunk
+    for start in range(0, n_frames, rows_per_block):
+        values = data[start : start + rows_per_block]  # whole rows: the gzip chunks of a band of frames
+        values = values if in_order else _in_store_order(values, columns)
+        events[start : start + len(values)] = values.astype(dtype, copy=False)
+    return columns >= 0
+
+
+def _write_allensdk_extras(f: h5py.File, group: zarr.Group, roi_order: np.ndarray) -> None:
+    """What AllenSDK's cell_specimen_table and images carry beyond vb2p.extract's store."""
+    table = f[layout.NWB_CELL_TABLE]
+    for name in NWB_CELL_TABLE_EXTRAS:
+        values = table[name][:][roi_order].astype("int64" if name == "mask_image_plane" else "float64")
+        group.create_array(name, data=values, chunks=values.shape, dimension_names=["cell"],
+                           attributes={"long_name": f"cell table {name}"})
+    for image in ("max_projection", "average_image"):
+        resolution = float(f[f"{NWB_IMAGES}/{image}"].attrs["resolution"])
+        # AllenSDK: spacing = resolution * 10, in mm (nwb_utils.get_image).
+        group[image].attrs.update({"spacing": [resolution * 10, resolution * 10], "unit": "mm"})
+
+
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """Parquet with the pandas index; dictionary encoding for text only (it slows float columns 2-3x, for nothing)."""
+    arrow = pa.Table.from_pandas(table)
+    pq.write_table(arrow, path, use_dictionary=[field.name for field in arrow.schema if pa.types.is_string(field.type)])
+
+
+def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
+    """A table of task/ as written. Parquet gives missing text back as None: text columns get AllenSDK's NaN."""
+    arrow = pq.read_table(Path(store_dir) / TASK_DIR / f"{name}.parquet")
+    table = arrow.to_pandas()
+    for field in arrow.schema:
+        text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or pa.types.is_null(field.type)
+        if field.name in table.columns and text:
+            values = table[field.name].to_numpy(dtype=object, copy=True)
+            values[pd.isna(values)] = np.nan
+            table[field.name] = values
+    return table
+
+
+def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.ndarray, where: str, dff_dtype: str,
+               block_bytes: int = 32 * 1024 * 1024) -> dict:
+    """Add the task, the events and the rest of AllenSDK's cell table to a store vb2p.extract is writing, once its
+    arrays are there (events take dff's chunks and the store's codec).
+
+    roi_order: rows of the NWB cell table in dff's column order, so events line up with dff. block_bytes bounds the
+    float64 events read at a time (vb2p.extract's ExtractionOptions.block_bytes). Returns a summary for the log and
+    the index (also stored as root attributes).
+    """
+    store_dir = Path(store_dir)
+    roi_order = np.asarray(roi_order, dtype=np.int64)
+    _write_allensdk_extras(f, group, roi_order)
+    if NWB_EVENTS in f:
+        with_events = _write_events(f, group, roi_order, where, dff_dtype, block_bytes)
+        without = int(np.sum(group["valid_roi"][...] & ~with_events))
+        if without:
+            log.warning("%s: %d valid ROIs have no events (AllenSDK leaves them out of `events`)", where, without)
+    else:
+        with_events = np.zeros(len(roi_order), dtype=bool)
+        log.warning("%s: the file has no %s: the store has no events", where, NWB_EVENTS)
+    tables, parameters = {}, {}
+    if has_task(f):
+        tables = {
+            "stimulus_presentations": stimulus_presentations(f, where),
+            "trials": trials(f, where),
+            "running_speed": running_speed(f, where),
+            "raw_running_speed": running_speed(f, where, filtered=False),
+            "licks": licks(f),
+            "rewards": rewards(f),
+            "stimulus_timestamps": stimulus_timestamps(f, where),
+        }
+        eyes = eye_tracking(f)
+        if eyes is not None:
+            tables["eye_tracking"] = eyes
+        parameters = task_parameters(f, where)
+        (store_dir / TASK_DIR).mkdir(exist_ok=True)
+        for name, table in tables.items():
+            write_table(table, store_dir / TASK_DIR / f"{name}.parquet")
+    else:
+        log.warning("%s: the file holds no task (no %s, or no %s/*%s table): the store has dF/F and events only",
+                    where, NWB_TRIALS, NWB_INTERVALS, PRESENTATIONS_SUFFIX)
+    summary = {
+        "has_task": bool(tables),
+        "n_stimulus_presentations": len(tables.get("stimulus_presentations", ())),
+        "n_trials": len(tables.get("trials", ())),
+        "n_licks": len(tables.get("licks", ())),
+        "n_rewards": len(tables.get("rewards", ())),
+        "n_running_samples": len(tables.get("running_speed", ())),
+        "has_eye_tracking": "eye_tracking" in tables,
+        "n_event_rois": int(with_events.sum()),
+    }
+    # Root attributes, like n_frames: the index reads them.
+    group.attrs.update({**summary, "task_tables": list(tables), "task_parameters": parameters})
+    return summary
