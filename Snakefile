@@ -15,6 +15,8 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/release.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/behavior.smk"
+include: "workflow/rules/responses.smk"
 
 
 rule all:

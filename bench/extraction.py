@@ -204,9 +204,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
     files = args.out / "files"
-    scientifica = demo_experiment_file(files / "scientifica_140k.nwb", "scientifica", 4525.0, 210)
+    scientifica = demo_experiment_file(files / "scientifica_140k.nwb", "scientifica", 3925.0, 210)
     scientifica_short = demo_experiment_file(files / "scientifica_35k.nwb", "scientifica", 1131.0, 210)
-    mesoscope = demo_experiment_file(files / "mesoscope_48k.nwb", "mesoscope", 4505.0, 180)
+    mesoscope = demo_experiment_file(files / "mesoscope_48k.nwb", "mesoscope", 3905.0, 180)
     allensdk_scientifica = allensdk_readable_file(files / "allensdk_scientifica_140k.nwb", 140_000, 200)
     allensdk_mesoscope = allensdk_readable_file(files / "allensdk_mesoscope_48k.nwb", 48_000, 60)
     work = args.out / "work"

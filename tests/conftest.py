@@ -21,7 +21,7 @@ SEED = 7
 def demo_dir(tmp_path_factory) -> Path:
     """A small demo release, generated once per test session (read-only for tests)."""
     out = tmp_path_factory.mktemp("demo")
-    generate_release(out, seed=SEED, size=SMALL, manifest_version="1.0.0")
+    generate_release(out, seed=SEED, size=SMALL, manifest_version="1.0.0", workers=2)
     return out
 
 

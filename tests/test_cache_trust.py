@@ -61,7 +61,7 @@ def test_a_truncated_cached_file_is_resumed_not_trusted(tmp_path, demo_root, cap
     content = path.read_bytes()
     with open(path, "r+b") as handle:
         handle.truncate(len(content) // 2)
-    with caplog.at_level("INFO", logger="vb2p.cache"):
+    with caplog.at_level("INFO", logger="vb2p"):
         again, _, _ = experiment_file(config, version, experiment_id)
     assert again.read_bytes() == content
     assert any("resuming" in m and f"at byte {len(content) // 2}" in m for m in caplog.messages), caplog.messages
@@ -107,7 +107,7 @@ def test_a_corrupted_file_of_another_version_is_not_linked(tmp_path, two_version
     data = bytearray(old_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     old_path.write_bytes(bytes(data))  # corrupted after it was verified
-    with caplog.at_level("INFO", logger="vb2p.cache"):
+    with caplog.at_level("INFO", logger="vb2p"):
         new_path = cache.fetch(new, entry)
     assert not new_path.is_symlink() and blake2b(new_path) == entry.file_hash
     assert not any("linked" in m for m in caplog.messages)
@@ -119,7 +119,7 @@ def test_a_good_file_of_another_version_is_linked_after_its_check(tmp_path, two_
     old, new = cache.resolve_manifest("1.0.0"), cache.resolve_manifest("1.1.0")
     entry = unchanged_entry(cache, old, new)
     old_path = cache.fetch(old, entry)
-    with caplog.at_level("INFO", logger="vb2p.cache"):
+    with caplog.at_level("INFO", logger="vb2p"):
         new_path = cache.fetch(new, entry)
     assert new_path.is_symlink() and new_path.resolve() == old_path.resolve()
     assert any("linked" in m and "same BLAKE2b" in m for m in caplog.messages)
@@ -134,7 +134,7 @@ def test_a_listed_file_outside_the_cache_is_never_reused(tmp_path, two_versions,
     elsewhere.parent.mkdir()
     shutil.copyfile(two_versions / entry.cache_relative_path, elsewhere)
     (tmp_path / "c" / layout.CACHE_DOWNLOADED).write_text(json.dumps({str(elsewhere): entry.file_hash}))
-    with caplog.at_level("INFO", logger="vb2p.cache"):
+    with caplog.at_level("INFO", logger="vb2p"):
         path = cache.fetch(new, entry)
     assert not path.is_symlink() and blake2b(path) == entry.file_hash
     assert any("outside" in m for m in caplog.messages)

@@ -11,13 +11,22 @@ import shutil
 import h5py
 import numpy as np
 import pandas as pd
+import pynwb
 import pytest
+from hdmf.validate import ValidatorMap
+from pynwb.validation import get_cached_namespaces_to_validate
 from conftest import DATA, SEED, SMALL
 
 from vb2p import layout
-from vb2p.demo.design import DemoSize
+from vb2p.demo.design import (
+    DENSEST_PLANE,
+    MIN_ROIS_PER_PLANE,
+    REAL_ROIS_PER_PLANE,
+    DemoSize,
+    design_release,
+    mouse_cells_per_plane,
+)
 from vb2p.demo.generate import generate_release
-from vb2p.demo.nwb import validate
 from vb2p.errors import Vb2pError
 
 URL_RE = re.compile(r"^https://visual-behavior-ophys-data\.s3\.us-west-2\.amazonaws\.com/visual-behavior-ophys/(.+)$")
@@ -38,6 +47,49 @@ PUBLISHED_ONLY = {
     "ophys_session_table": set(),
     "ophys_experiment_table": {"published_at", "isi_experiment_id"},
 }
+
+
+def cached_specifications(path) -> dict[str, bytes]:
+    """The namespace and extension specs a file caches, by their path under /specifications."""
+    specs = {}
+    with h5py.File(path, "r") as f:
+        f["specifications"].visititems(
+            lambda name, item: specs.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None
+        )
+    return specs
+
+
+def validate(paths) -> dict[str, list[str]]:
+    """pynwb's validator against the namespaces each file caches, as `pynwb.validate(use_cached_namespaces=True)`
+    does, with the namespaces loaded once (every file must cache the same specs) instead of once per file."""
+    namespaces, manager, _ = get_cached_namespaces_to_validate(path=str(paths[0]))
+    reference = cached_specifications(paths[0])
+    errors = {}
+    for path in paths:
+        specs = cached_specifications(path)
+        assert all(reference[name] == spec for name, spec in specs.items()), path
+        cached = {name.split("/")[0] for name in specs}
+        with pynwb.NWBHDF5IO(str(path), "r", manager=manager) as io:
+            builder = io.read_builder()
+            errors[str(path)] = [
+                str(error)
+                for namespace in namespaces if namespace in cached
+                for error in ValidatorMap(manager.namespace_catalog.get_namespace(namespace)).validate(builder)
+            ]
+    return errors
+
+
+def one_file_per_kind(root) -> list:
+    """An experiment file of each kind the demo writes: Scientifica and Mesoscope, active and passive, with and
+    without eye tracking."""
+    experiments = text_table(root, "ophys_experiment_table").set_index("ophys_experiment_id")
+    chosen = {}
+    for path in experiment_files(root):
+        row = experiments.loc[path.stem.rsplit("_", 1)[1]]
+        with h5py.File(path, "r") as f:
+            kind = (row.equipment_name, row.passive, "EyeTracking" in f["acquisition"])
+        chosen.setdefault(kind, path)
+    return list(chosen.values())
 
 
 def manifest_of(root, version="1.0.0"):
@@ -200,11 +252,26 @@ def test_nwb_files_have_the_real_paths_dtypes_and_shapes(demo_root):
     assert saw_unmatched
 
 
+def test_each_kind_of_nwb_file_passes_the_pynwb_validator(demo_root):
+    """Every kind of file (the writer's branches: rigs, passive sessions without licks and rewards, sessions without
+    eye tracking, behavior-only files); a file of each kind takes about a second."""
+    files = one_file_per_kind(demo_root) + sorted((demo_root / layout.BEHAVIOR_SESSION_DIR).glob("*.nwb"))[:1]
+    assert len(files) >= 5
+    assert validate(files) == {str(path): [] for path in files}
+
+
+def test_the_validator_finds_a_broken_file(tmp_path, demo_root):
+    broken = tmp_path / "broken.nwb"
+    shutil.copyfile(one_file_per_kind(demo_root)[0], broken)
+    with h5py.File(broken, "r+") as f:
+        del f["processing/ophys/event_detection/lambdas"]
+    assert any("lambdas" in error for error in validate([broken])[str(broken)])
+
+
+@pytest.mark.slow
 def test_every_nwb_file_passes_the_pynwb_validator(demo_root):
     files = experiment_files(demo_root) + sorted((demo_root / layout.BEHAVIOR_SESSION_DIR).glob("*.nwb"))
-    assert files
-    for path in files:
-        assert validate(path) == [], path
+    assert validate(files) == {str(path): [] for path in files}
 
 
 def test_cells_table_matches_the_valid_rois_of_each_file(demo_root):
@@ -223,6 +290,31 @@ def test_cells_table_matches_the_valid_rois_of_each_file(demo_root):
         expected = ["" if s == -1 else str(s) for s in specimen_ids]
         assert rows.cell_specimen_id.tolist() == expected
     assert invalid_seen
+
+
+def test_rois_per_plane_follow_the_release_by_line_and_rig(demo_root):
+    """Dense Slc17a7 Scientifica planes, sparse Sst and Vip planes (real: about 270 against 9-30 ROIs)."""
+    experiments = text_table(demo_root, "ophys_experiment_table")
+    counts = text_table(demo_root, "ophys_cells_table").groupby("ophys_experiment_id").size()
+    experiments["n_rois"] = experiments.ophys_experiment_id.map(counts)
+    experiments["mesoscope"] = experiments.equipment_name == "MESO.1"
+    mean = experiments.groupby(["cre_line", "mesoscope"]).n_rois.mean()
+    dense = mean.pop(("Slc17a7-IRES2-Cre", False))
+    assert len(mean) >= 2 and (mean < 0.6 * dense).all(), mean
+
+
+def test_cells_per_plane_sets_the_dense_plane_and_keeps_the_real_proportions():
+    real = DemoSize(mice=6, duration_s=20.0, cells_per_plane=REAL_ROIS_PER_PLANE[DENSEST_PLANE])
+    default = DemoSize()
+    kinds = set()
+    for mouse in design_release(0, real).mice:
+        kind = (mouse.genotype["cre_line"], mouse.is_mesoscope)
+        kinds.add(kind)
+        assert mouse_cells_per_plane(mouse, real) == REAL_ROIS_PER_PLANE[kind]
+        # The default 40 scales the sparse lines below the floor (Vip Scientifica: 4.4, Sst Mesoscope: 1.3).
+        expected = default.cells_per_plane if kind == DENSEST_PLANE else MIN_ROIS_PER_PLANE
+        assert mouse_cells_per_plane(mouse, default) == expected
+    assert len(kinds) == 5  # the six mouse plans: both rigs for Sst and Vip, Scientifica Slc17a7
 
 
 def test_matched_cells_share_ids_across_a_container(demo_dir):
@@ -280,18 +372,34 @@ def test_dff_has_calcium_like_transients(demo_root):
     assert dff.max() > 0.5 and np.median(dff) < 0.1
 
 
-def test_same_seed_gives_identical_tables_and_arrays(tmp_path, demo_root):
-    again = generate_release(tmp_path, seed=SEED, size=SMALL)
+def all_datasets(path) -> dict[str, np.ndarray]:
+    """Every dataset of an NWB file but the ones that differ between writes by design (object references, the
+    specifications cache)."""
+    values = {}
+    with h5py.File(path, "r") as f:
+        def keep(name, item):
+            if isinstance(item, h5py.Dataset) and not name.startswith("specifications") and item.dtype.kind != "V":
+                values[name] = item[()] if item.dtype != object or item.shape == () else item.asstr()[()]
+        f.visititems(keep)
+    return values
+
+
+def test_same_seed_gives_identical_tables_ground_truth_and_arrays(tmp_path):
+    size = DemoSize(mice=1, duration_s=20.0, cells_per_plane=8)
+    first, second = (generate_release(tmp_path / name, seed=SEED, size=size) for name in ("a", "b"))
     for table in layout.METADATA_TABLES:
         key = layout.metadata_key(table)
-        assert (again / key).read_bytes() == (demo_root / key).read_bytes(), table
-    for path in experiment_files(demo_root)[:3]:
-        with h5py.File(path, "r") as a, h5py.File(again / layout.EXPERIMENT_DIR / path.name, "r") as b:
-            for dataset in (layout.NWB_DFF, layout.NWB_TIMESTAMPS, layout.NWB_MAX_PROJECTION, layout.NWB_AVERAGE_IMAGE):
-                np.testing.assert_array_equal(a[dataset][:], b[dataset][:])
-            np.testing.assert_array_equal(
-                a[layout.NWB_CELL_TABLE]["image_mask"][:], b[layout.NWB_CELL_TABLE]["image_mask"][:]
-            )
+        assert (first / key).read_bytes() == (second / key).read_bytes(), table
+    truth = sorted((tmp_path / "a" / "ground_truth").glob("*.csv"))
+    assert len(truth) == 7
+    for path in truth:
+        assert path.read_bytes() == (tmp_path / "b" / "ground_truth" / path.name).read_bytes(), path.name
+    for path in experiment_files(first):
+        a, b = all_datasets(path), all_datasets(second / layout.EXPERIMENT_DIR / path.name)
+        assert a.keys() == b.keys() and len(a) > 150
+        for name in a:
+            if name not in ("file_create_date", "session_start_time", "timestamps_reference_time"):
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def test_another_seed_gives_another_release(tmp_path, demo_root):

@@ -266,20 +266,26 @@ def test_rendering_stack_is_the_pinned_one():
     assert ft2font.__freetype_version__ == "2.14.3"  # bundled in the pinned matplotlib wheel
 
 
-def test_end_to_end_demo_run_figures_match_the_baselines(tmp_path, demo_dir):
-    """The README's main command on the default demo config: its numbers against ground truth, its figures
-    against the committed baselines, and the HTML report."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The README's main command on the default demo config, and its report: run once for the tests below."""
+    workdir = tmp_path_factory.mktemp("demo_run")
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
                "--configfile", str(REPO / "config" / "demo.yaml"), "--cores", "2"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = subprocess.run([*command, "--report", str(tmp_path / "results" / "report.html")], capture_output=True,
+    report = subprocess.run([*command, "--report", str(workdir / "results" / "report.html")], capture_output=True,
                             text=True)
     assert report.returncode == 0, report.stderr[-3000:]
-    assert (tmp_path / "results" / "report.html").stat().st_size > 100_000
-    truth = pd.read_csv(tmp_path / "resources/demo_release/ground_truth/injected_shifts.csv")
+    return workdir
+
+
+def test_end_to_end_demo_run_figures_match_the_baselines(demo_run):
+    """Its numbers against the ground truth, its figures against the committed baselines, and the HTML report."""
+    assert (demo_run / "results" / "report.html").stat().st_size > 100_000
+    truth = pd.read_csv(demo_run / "resources/demo_release/ground_truth/injected_shifts.csv")
     truth = truth.set_index("ophys_experiment_id")
-    alignment = sorted((tmp_path / "results/alignment").glob("*.csv"))
+    alignment = sorted((demo_run / "results/alignment").glob("*.csv"))
     assert len(alignment) == 6
     for path in alignment:
         table = pd.read_csv(path)
@@ -287,13 +293,52 @@ def test_end_to_end_demo_run_figures_match_the_baselines(tmp_path, demo_dir):
         reference = expected.iloc[0]
         assert np.abs(table.shift_y - (expected.shift_y.to_numpy() - reference.shift_y)).max() < 0.25
         assert np.abs(table.shift_x - (expected.shift_x.to_numpy() - reference.shift_x)).max() < 0.25
-    selected = (tmp_path / "results/cell_counts/selected.csv").read_text()
+    selected = (demo_run / "results/cell_counts/selected.csv").read_text()
     assert ",False" not in selected
-    produced = sorted((tmp_path / "results" / "figures").rglob("*.png"))
-    assert len(produced) == 6 + 11 + 4  # containers, sessions, cell-count figures
+    produced = sorted((demo_run / "results" / "figures").rglob("*.png"))
+    sessions = len(list((demo_run / "results/sessions").glob("*.csv")))
+    assert len(produced) == 6 + sessions + 4 + sessions + 3  # containers, sessions, cell counts, behavior, platform
     baselines = BASELINE / "demo"
     if not UPDATE:
         expected_names = sorted(p.relative_to(baselines) for p in baselines.rglob("*.png"))
-        assert [p.relative_to(tmp_path / "results" / "figures") for p in produced] == expected_names
+        assert [p.relative_to(demo_run / "results" / "figures") for p in produced] == expected_names
     for path in produced:
-        assert_matches_baseline(path, baselines / path.relative_to(tmp_path / "results" / "figures"))
+        assert_matches_baseline(path, baselines / path.relative_to(demo_run / "results" / "figures"))
+
+
+def test_the_demo_responses_recover_who_responds_to_what(demo_run):
+    """The ground truth of the demo's cells, recovered from the release-wide response table as the platform
+    figures count responsive cells."""
+    from vb2p.platform import read_response_table
+    from vb2p.responses import preferred_responses
+
+    table, timestamps = read_response_table(demo_run / "results/responses/cell_responses.parquet")
+    assert timestamps[0] == -1.0 and timestamps[-1] == 1.5
+    truth = pd.read_csv(demo_run / "resources/demo_release/ground_truth/cell_responses.csv")
+    truth = truth[truth.valid_roi].set_index(["ophys_experiment_id", "cell_roi_id"]).response_type
+    fractions = {}
+    for event_type in ("changes", "omissions"):
+        responsive = preferred_responses(table, event_type=event_type).set_index(
+            ["ophys_experiment_id", "cell_roi_id"]).responsive
+        joined = pd.DataFrame({"truth": truth, "responsive": responsive}).dropna()
+        assert len(joined) == len(truth)  # every valid ROI of every experiment is in the table
+        fractions[event_type] = joined.groupby("truth").responsive.mean()
+    print("\nfraction of cells found responsive, by ground-truth response type:\n", pd.DataFrame(fractions))
+    assert fractions["changes"]["change"] >= 0.9 and fractions["omissions"]["omission"] >= 0.8
+    assert fractions["omissions"]["change"] <= 0.2 and fractions["omissions"]["image"] <= 0.2
+    silent = [name for name in fractions["changes"].index if name not in ("change", "omission", "image")]
+    assert silent, fractions
+    for name in silent:
+        assert fractions["changes"][name] <= 0.2 and fractions["omissions"][name] <= 0.2
+
+
+def test_the_behavior_table_counts_the_ground_truth_trials(demo_run):
+    performance = pd.read_csv(demo_run / "results/behavior/performance.csv")
+    trials = pd.read_csv(demo_run / "resources/demo_release/ground_truth/trials.csv")
+    assert performance.has_task.all() and len(performance) == len(list((demo_run / "results/sessions").glob("*.csv")))
+    for row in performance.itertuples():
+        mine = trials[trials.behavior_session_id == row.behavior_session_id]
+        assert row.trial_count == len(mine)
+        assert row.hit_trial_count == mine.hit.sum() and row.false_alarm_trial_count == mine.false_alarm.sum()
+    passive = performance.session_type.str.contains("passive")
+    assert (performance[passive].earned_reward_count == 0).all() and (performance[~passive].mean_dprime > 0.5).all()

@@ -286,7 +286,7 @@ def test_a_download_process_killed_mid_transfer_resumes_on_the_next_run(tmp_path
     written = partial.stat().st_size
     assert 0 < written < len(content), "the kill should land mid-transfer"
     assert not cache.local_path(parsed, entry).exists()
-    with caplog.at_level("INFO", logger="vb2p.cache"):
+    with caplog.at_level("INFO", logger="vb2p"):
         path = cache.fetch(parsed, entry)
     assert path.read_bytes() == content and not partial.exists()
     assert any(f"at byte {written}" in message for message in caplog.messages)

@@ -602,10 +602,10 @@ def test_responsive_cells_counts_preferred_images_above_a_tenth():
             "event_type": "images",
             "image_name": ["a", "b", "a", "b", "a", "b", "a"],
             "mean_response": [0.1, 0.3, 0.2, 0.1, 0.5, 0.4, np.nan],
-            "fraction_significant": [0.9, 0.05, 0.5, 0.9, 0.1, 0.9, 0.9],
+            "fraction_significant": [0.9, 0.05, 0.5, 0.9, 0.25, 0.9, 0.9],
         }
     )
-    # cell 10: preferred b (0.05) no; 11: preferred a (0.5) yes; 20: preferred a, exactly 0.1: no (strictly more);
+    # cell 10: preferred b (0.05) no; 11: preferred a (0.5) yes; 20: preferred a, exactly 0.25: no (strictly more);
     # 21: no response at all: not counted
     result = responsive_cells(table, event_type="images").set_index("cre_line")
     assert result.loc["Sst", "n_cells"] == 2 and result.loc["Sst", "n_responsive"] == 1

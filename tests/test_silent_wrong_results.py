@@ -102,7 +102,7 @@ def test_a_cached_nwb_changed_in_place_is_fetched_again_before_extraction(tmp_pa
     with open(path, "r+b") as handle:
         handle.seek(len(original) // 2)
         handle.write(b"\x00" * 64 if original[len(original) // 2] else b"\x01" * 64)
-    with caplog.at_level("INFO", logger="vb2p.cache"):
+    with caplog.at_level("INFO", logger="vb2p"):
         again, _, _ = experiment_file(config, version, experiment_id)
     assert again.read_bytes() == original
     assert any("its mtime_ns" in m and "changed since it was verified" in m for m in caplog.messages)
@@ -119,7 +119,7 @@ def test_an_edit_that_keeps_size_and_mtime_is_caught_by_the_sampled_fingerprint(
         handle.seek(100)
         handle.write(bytes(b ^ 0xFF for b in original[100:104]))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    with caplog.at_level("INFO", logger="vb2p.cache"):
+    with caplog.at_level("INFO", logger="vb2p"):
         assert experiment_file(config, version, experiment_id)[0].read_bytes() == original
     assert any("its sampled changed since it was verified" in m for m in caplog.messages)
 

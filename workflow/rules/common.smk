@@ -82,6 +82,7 @@ def _plan(selection_path, modified_ns):
     groups = experiment_groups(read_selection(selection_path))
     return {
         "experiments": stores_of(groups["experiments"]),
+        "responses": [str(results.responses_store(i)) for i in groups["experiments"]],
         "containers": {c: stores_of(ids) for c, ids in groups["containers"].items()},
         "sessions": {s: stores_of(ids) for s, ids in groups["sessions"].items()},
     }
@@ -105,6 +106,17 @@ def session_stores(wildcards):
     return selection_plan()["sessions"][int(wildcards.ophys_session_id)]
 
 
+def selected_response_stores(wildcards):
+    return selection_plan()["responses"]
+
+
+def session_behavior_tables(wildcards):
+    return [
+        str(results.behavior_session_table(s))
+        for s in sorted(selection_plan()["sessions"])
+    ]
+
+
 def per_experiment_outputs(wildcards):
     """Every output made per experiment, container or session: targets of `all` themselves, so one deleted by hand
     is made again (Snakemake does not remake a missing intermediate file whose dependents are up to date).
@@ -113,10 +125,13 @@ def per_experiment_outputs(wildcards):
     containers, sessions = sorted(plan["containers"]), sorted(plan["sessions"])
     return [
         *plan["experiments"],
+        *plan["responses"],
         *[str(results.alignment_figure(c)) for c in containers],
         *[str(results.alignment_table(c)) for c in containers],
         *[str(results.session_figure(s)) for s in sessions],
         *[str(results.session_table(s)) for s in sessions],
+        *[str(results.behavior_figure(s)) for s in sessions],
+        *[str(results.behavior_session_table(s)) for s in sessions],
     ]
 
 
@@ -129,4 +144,8 @@ def final_outputs():
         CELL_COUNT_MISMATCHES,
         *[str(results.cell_count_table(name)) for name in results.CELL_COUNT_TABLES],
         *[str(results.cell_count_figure(name)) for name in results.CELL_COUNT_FIGURES],
+        str(results.BEHAVIOR_PERFORMANCE),
+        str(results.RESPONSE_TABLE),
+        *[str(results.platform_table(name)) for name in results.PLATFORM_TABLES],
+        *[str(results.platform_figure(name)) for name in results.PLATFORM_FIGURES],
     ]

@@ -21,7 +21,6 @@ this cache is linked instead of downloaded (as AllenSDK does), after the same ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,13 +31,12 @@ from filelock import FileLock
 
 from vb2p import layout
 from vb2p.errors import DownloadError, ManifestError
-from vb2p.files import HASH_NAME, atomic_write_bytes, blake2b_of, file_blake2b, sampled_blake2b
+from vb2p.files import atomic_write_bytes, file_blake2b, sampled_blake2b
 from vb2p.manifest import FileEntry, Manifest, latest_version, parse_manifest, safe_relative_path
 from vb2p.source import LocalSource, S3Source
+from vb2p.transfer import PARTIAL_SUFFIX, DownloadResult, discard_partial
 
 log = logging.getLogger(__name__)
-PARTIAL_SUFFIX = ".partial"
-PROGRESS_EVERY_BYTES = 256 * 1024 * 1024
 STAMP_DIR = Path(".vb2p") / "verified"
 LOCK_DIR = Path(".vb2p") / "locks"
 
@@ -56,6 +54,7 @@ class ReleaseCache:
         self.source = source
         self.retries = retries
         self.backoff_s = backoff_s
+        self.transfers: dict[Path, DownloadResult] = {}  # what each download of this process moved
         self.cache_dir.mkdir(parents=True, exist_ok=True)
 
     # ----- manifests -----
@@ -186,47 +185,36 @@ class ReleaseCache:
         return None
 
     def _download(self, entry: FileEntry, path: Path) -> None:
-        """Stream the pinned object into path + .partial and rename it when its BLAKE2b matches.
+        """Fetch the pinned object into path + .partial (the source's way: parallel ranged parts from S3, a copy
+        from a mirror) and rename it when its BLAKE2b matches.
 
         botocore retries a request that fails before its body arrives (connection errors, 5xx, throttling); this
-        loop adds what it does not do: resume a body that breaks mid-stream from the last byte written, and start
-        over after a hash mismatch.
+        loop adds what it does not do: another attempt after a transfer broke off, resuming from the bytes already
+        written, and starting over after a hash mismatch.
         """
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
         where = self.source.describe(entry.key, entry.version_id)
         last_problem = ""
         for attempt in range(1, self.retries + 1):
-            offset = partial.stat().st_size if partial.exists() else 0
-            if offset:
-                log.info("resuming %s at byte %d", where, offset)
-            hasher = blake2b_of(partial) if offset else hashlib.new(HASH_NAME)  # continues over bytes already written
-            received = 0
             started = time.monotonic()
             try:
-                with open(partial, "ab") as out:
-                    for block in self.source.stream(entry.key, entry.version_id, offset):
-                        out.write(block)
-                        hasher.update(block)
-                        received += len(block)
-                        if received // PROGRESS_EVERY_BYTES != (received - len(block)) // PROGRESS_EVERY_BYTES:
-                            _log_progress(where, offset + received, started, received)
-                    out.flush()
-                    os.fsync(out.fileno())
+                result = self.source.download(entry.key, entry.version_id, partial)
             except DownloadError as error:
                 last_problem = str(error)
                 log.warning("attempt %d/%d of %s failed: %s", attempt, self.retries, where, error)
-                if offset and not received and "InvalidRange" in last_problem:
-                    partial.unlink(missing_ok=True)  # longer than the object: it cannot be resumed, start over
                 time.sleep(self.backoff_s * attempt)
                 continue
-            digest = hasher.hexdigest()
-            _log_progress(where, offset + received, started, received)
-            if digest == entry.file_hash:
+            elapsed = max(time.monotonic() - started, 1e-9)
+            log.info("%s: %.1f MB (%.1f MB moved in %d requests, %.1f MB/s; %.1f MB were on disk already)", where,
+                     result.size / 1e6, result.bytes_moved / 1e6, result.requests, result.bytes_moved / 1e6 / elapsed,
+                     result.resumed_bytes / 1e6)
+            if result.blake2b == entry.file_hash:
                 os.replace(partial, path)
+                self.transfers[path] = result
                 return
-            last_problem = f"BLAKE2b mismatch: manifest says {entry.file_hash}, the file downloaded has {digest}"
+            last_problem = f"BLAKE2b mismatch: manifest says {entry.file_hash}, the file downloaded has {result.blake2b}"
             log.warning("attempt %d/%d of %s: %s", attempt, self.retries, where, last_problem)
-            partial.unlink(missing_ok=True)
+            discard_partial(partial)
         raise DownloadError(f"{where} ({entry.url}) failed after {self.retries} attempts: {last_problem}")
 
     # ----- verification stamps (ours) -----
@@ -275,6 +263,3 @@ class ReleaseCache:
         self._update_downloaded_data(lambda listed: listed.pop(str(path.resolve()), None))
 
 
-def _log_progress(where: str, total: int, started: float, received: int) -> None:
-    elapsed = max(time.monotonic() - started, 1e-9)
-    log.info("%s: %.1f MB, %.1f MB/s", where, total / 1e6, received / 1e6 / elapsed)

@@ -154,10 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path(defaults["out"]), help="directory that plays the bucket's role")
     demo.add_argument("--seed", type=int, default=defaults["seed"])
     demo.add_argument("--mice", type=int, default=defaults["mice"], help="number of mice (3: three cre lines, both rigs)")
-    demo.add_argument("--duration-s", type=float, default=defaults["duration_s"], help="length of each ophys session")
-    demo.add_argument("--cells-per-plane", type=int, default=defaults["cells_per_plane"], help="ROIs per plane (scale)")
+    demo.add_argument("--duration-s", type=float, default=defaults["duration_s"],
+                      help="change-detection block of each session (gray screens of min(300 s, this) come before and after)")
+    demo.add_argument("--cells-per-plane", type=int, default=defaults["cells_per_plane"],
+                      help="ROIs of a dense Slc17a7 Scientifica plane; other lines and rigs keep the real proportions")
     demo.add_argument("--all-traces", action="store_true", default=defaults["all_traces"],
-                      help="also write the other trace matrices (real file sizes)")
+                      help="also write the demixed and neuropil matrices (real file sizes)")
     demo.add_argument("--manifest-version", default=defaults["manifest_version"])
     demo.add_argument("--workers", type=int, default=defaults["workers"], help="processes writing NWB files")
     demo.add_argument("--revision", type=int, default=0,

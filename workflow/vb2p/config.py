@@ -122,7 +122,15 @@ def validate_config(config: dict) -> dict:
     _expand_paths(schema, config)
     if "demo" in config:
         _demo_release_url(config)
+    if config["download"]["mode"] == "datasets" and not config["release"]["url"].startswith("s3://"):
+        raise ConfigError(
+            f"config key download.mode: datasets reads byte ranges of S3 objects, but release.url "
+            f"{config['release']['url']} is a local directory; use download.mode: whole (the default) for it"
+        )
+    from vb2p.responses import ResponseParams
     from vb2p.selection import check_filters
+
+    ResponseParams.from_config(config["responses"])  # what the schema cannot say: the window holds the response window
 
     try:
         check_filters(config["selection"]["filters"])

@@ -34,6 +34,7 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -227,22 +228,25 @@ def read_plane(f: h5py.File, experiment_id: int, where: str) -> Plane:
 
 
 def extract_experiment(
-    nwb_path: str | Path,
+    nwb: str | Path | BinaryIO,
     store_path: str | Path,
     ophys_experiment_id: int,
     provenance: dict | None = None,
     options: ExtractionOptions = ExtractionOptions(),
+    transfer=None,
 ) -> dict:
     """Write the Zarr store of one experiment; returns a summary (ids, counts, rate) for the index.
 
+    nwb: the file's path, or a readable file object (vb2p.remote's ranged reads of an S3 object). transfer: what
+    counts the bytes that file object moves (its `as_record()` goes into the store's provenance).
     The store is written under a temporary name and renamed when complete: a killed or failed extraction never
     leaves a store that looks finished.
     """
-    nwb_path, store_path = Path(nwb_path), Path(store_path)
-    where = f"experiment {ophys_experiment_id} ({nwb_path})"
+    store_path = Path(store_path)
+    where = f"experiment {ophys_experiment_id} ({nwb})"
     partial = partial_directory(store_path)
     with reading(where):
-        handle = h5py.File(nwb_path, "r")
+        handle = h5py.File(nwb, "r")
     try:
         with handle as f:
             with reading(where):
@@ -250,7 +254,8 @@ def extract_experiment(
             with writing(partial):
                 shutil.rmtree(partial, ignore_errors=True)  # a store half-written by a killed run
                 group = zarr.open_group(partial, mode="w", zarr_format=3)
-            summary = write_store(f, group, partial, plane, ophys_experiment_id, where, provenance or {}, options)
+            summary = write_store(f, group, partial, plane, ophys_experiment_id, where, provenance or {}, options,
+                                  transfer)
         with writing(store_path):
             replace_directory(partial, store_path)
     except BaseException:
@@ -260,7 +265,7 @@ def extract_experiment(
 
 
 def write_store(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, experiment_id: int, where: str,
-                provenance: dict, options: ExtractionOptions) -> dict:
+                provenance: dict, options: ExtractionOptions, transfer=None) -> dict:
     """Every array, table and attribute of the store, in the order a reader of this function follows the data."""
     with writing(partial):
         write_ids_and_images(group, plane, options)
@@ -268,7 +273,8 @@ def write_store(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, ex
     copy_traces(group, partial, plane, where, options)
     summary = {**plane_summary(plane, experiment_id), **copy_task(f, group, partial, plane, where, options)}
     with writing(partial):
-        group.attrs.update(store_attributes(summary, plane.metadata, provenance, options))
+        read = {"transfer": transfer.as_record()} if transfer is not None else {}  # every read done by now
+        group.attrs.update(store_attributes(summary, plane.metadata, {**provenance, **read}, options))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
             zarr.consolidate_metadata(str(partial))
@@ -404,26 +410,20 @@ def _copy_dff(dff: h5py.Dataset, by_time, by_cell, partial: Path, where: str, op
     """Copy dF/F into both layouts, reading at most options.block_bytes of float64 at a time.
 
     Column k of dF/F is ROI order[k] and the id arrays are already in that order, so values copy as they are.
-    Blocks are whole chunks of the array written, so every chunk is written exactly once.
+    The NWB is read once, in whole rows (contiguous bytes: one sequential read per block, also cheap over ranged S3
+    reads); the one-chunk-per-cell layout is then filled from the time-chunked array just written, a block of cells
+    at a time (the same values: both hold the NWB's float64 cast to the store's dtype). Blocks are whole chunks of the
+    array written, so every chunk is written exactly once.
     """
     n_frames, n_rois = dff.shape
-    if n_frames * n_rois * 8 <= options.block_bytes:  # small plane: one read serves both layouts
-        with reading(where):
-            values = dff[:].astype(options.dff_dtype, copy=False)
-        with writing(partial):
-            by_time[...] = values
-            by_cell[...] = values
-        return
     time_chunk = by_time.chunks[0]
     rows_per_block = max(1, options.block_bytes // (8 * n_rois) // time_chunk) * time_chunk
     for start in range(0, n_frames, rows_per_block):
         with reading(where):
-            block = dff[start : start + rows_per_block]  # whole rows: one sequential read of contiguous bytes
+            block = dff[start : start + rows_per_block]
         with writing(partial):
             by_time[start : start + block.shape[0]] = block.astype(options.dff_dtype, copy=False)
     cells_per_block = max(1, options.block_bytes // (8 * n_frames))
-    for start in range(0, n_rois, cells_per_block):
-        with reading(where):
-            block = dff[:, start : start + cells_per_block]
-        with writing(partial):
-            by_cell[:, start : start + block.shape[1]] = block.astype(options.dff_dtype, copy=False)
+    with writing(partial):
+        for start in range(0, n_rois, cells_per_block):
+            by_cell[:, start : start + cells_per_block] = by_time[:, start : start + cells_per_block]

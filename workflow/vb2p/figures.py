@@ -191,3 +191,106 @@ def plot_session_population(session_id: int, traces: pd.DataFrame, window: tuple
         x = window[0] + 0.01 * (window[1] - window[0])
         axis.plot([x, x], [ticks[0] + 0.5 * spacing, ticks[0] + 0.5 * spacing - 0.1], color="black", linewidth=2)
     return figure
+
+
+def plot_note(text: str):
+    """A figure that says why there is nothing to draw (a session without a task), so every output exists."""
+    figure = new_figure(6.0, 1.5)
+    figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
+    return figure
+
+
+def plot_behavior_session(session_id: int, behavior: dict):
+    """One session's behavior over time: running speed with image changes (hit, miss; sham changes), licks and
+    rewards, and the rolling hit and false-alarm rates per trial.
+
+    behavior: running (timestamps, speed), licks and rewards (timestamps), changes (start_time, hit), trials
+    (start_time, hit_rate, false_alarm_rate, rolling_dprime) as vb2p.steps.behavior_session reads them."""
+    figure = new_figure(9.0, 6.0)
+    change_axis, running_axis, lick_axis, rate_axis = figure.subplots(
+        4, 1, sharex=True, height_ratios=[0.5, 2.0, 0.9, 1.8]
+    )
+    changes = behavior["changes"]
+    for row, (hit, colour, label) in enumerate(((True, "#1b9e77", "hit"), (False, "#d95f02", "miss"))):
+        times = changes.start_time[changes.hit == hit]
+        change_axis.vlines(times, row, row + 0.8, color=colour, linewidth=0.8)
+    change_axis.set_yticks([0.4, 1.4], [f"hits ({int(changes.hit.sum())})", f"misses ({int((~changes.hit).sum())})"])
+    change_axis.set_ylim(-0.1, 1.9)
+    change_axis.set_title("image changes", loc="left")
+    running = behavior["running"]
+    running_axis.plot(running.timestamps, running.speed, linewidth=0.4, color="#555555")
+    running_axis.set_ylabel("running (cm/s)")
+    lick_axis.eventplot([behavior["licks"].timestamps, behavior["rewards"].timestamps], lineoffsets=[1, 0],
+                        linelengths=0.8, linewidths=0.6, colors=["#333333", "#1f78b4"])
+    lick_axis.set_yticks([0, 1], [f"rewards ({len(behavior['rewards'])})", f"licks ({len(behavior['licks'])})"])
+    trials = behavior["trials"]
+    rate_axis.plot(trials.start_time, trials.hit_rate, color="#1b9e77", linewidth=1.2, label="hit rate")
+    rate_axis.plot(trials.start_time, trials.false_alarm_rate, color="#d95f02", linewidth=1.2, label="false alarm rate")
+    rate_axis.set_ylim(-0.02, 1.02)
+    rate_axis.set_ylabel("rolling rate")
+    dprime_axis = rate_axis.twinx()
+    dprime_axis.plot(trials.start_time, trials.rolling_dprime, color="#7570b3", linewidth=0.8, linestyle="--",
+                     label="d'")
+    dprime_axis.set_ylabel("rolling d'")
+    dprime_axis.spines["right"].set_visible(True)
+    handles = rate_axis.get_legend_handles_labels()[0] + dprime_axis.get_legend_handles_labels()[0]
+    rate_axis.legend(handles=handles, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncols=3)
+    rate_axis.set_xlabel("time (s)")
+    figure.suptitle(f"Session {session_id}: {behavior['title']}", fontsize=10)
+    return figure
+
+
+def plot_population_responses(population: pd.DataFrame, event_type: str):
+    """Mean +- s.e.m. over cells of the response to an event, in a grid of cre line (rows) x experience level."""
+    from vb2p.platform import CRE_LINES, EXPERIENCE_LEVELS
+
+    figure = new_figure(8.0, 6.4)
+    axes = figure.subplots(len(CRE_LINES), len(EXPERIENCE_LEVELS), sharex=True, squeeze=False)
+    for row, cre_line in enumerate(CRE_LINES):
+        for column, experience in enumerate(EXPERIENCE_LEVELS):
+            axis = axes[row, column]
+            group = population[(population.cre_line == cre_line) & (population.experience_level == experience)]
+            colour = CRE_COLOURS[cre_line]
+            if group.empty:
+                axis.text(0.5, 0.5, "no cells", ha="center", va="center", transform=axis.transAxes, color="#888888")
+                axis.set_yticks([])
+            else:
+                axis.fill_between(group.time, group["mean"] - group["sem"], group["mean"] + group["sem"],
+                                  color=colour, alpha=0.3, linewidth=0)
+                axis.plot(group.time, group["mean"], color=colour, linewidth=1.2)
+                axis.text(0.98, 0.95, f"{group.n_cells.iloc[0]} cells", ha="right", va="top", fontsize=8,
+                          transform=axis.transAxes)
+            axis.axvline(0, color="#888888", linewidth=0.6, linestyle=":")
+            if row == 0:
+                axis.set_title(experience)
+            if column == 0:
+                axis.set_ylabel(f"{cre_line.split('-')[0]}\ndF/F")
+            if row == len(CRE_LINES) - 1:
+                axis.set_xlabel(f"time from {event_type[:-1]} (s)")
+    figure.suptitle(f"Population response to {event_type} (mean +- s.e.m. over cells)", fontsize=10)
+    return figure
+
+
+def plot_responsive_fractions(fractions: pd.DataFrame):
+    """Fraction of responsive cells per cre line and experience level, for changes and omissions."""
+    from vb2p.platform import CRE_LINES, EXPERIENCE_LEVELS
+
+    event_types = [e for e in ("changes", "omissions") if (fractions.event_type == e).any()]
+    figure = new_figure(8.0, 3.2)
+    axes = np.atleast_1d(figure.subplots(1, len(event_types), sharey=True))
+    width = 0.8 / len(EXPERIENCE_LEVELS)
+    shades = (1.0, 0.65, 0.35)
+    for axis, event_type in zip(axes, event_types):
+        rows = fractions[fractions.event_type == event_type]
+        for k, (experience, shade) in enumerate(zip(EXPERIENCE_LEVELS, shades)):
+            for i, cre_line in enumerate(CRE_LINES):
+                value = rows[(rows.cre_line == cre_line) & (rows.experience_level == experience)].fraction_responsive
+                if len(value):
+                    axis.bar(i + (k - 1) * width, float(value.iloc[0]), width=width * 0.95,
+                             color=CRE_COLOURS[cre_line], alpha=shade, label=experience if i == 0 else None)
+        axis.set_xticks(range(len(CRE_LINES)), [line.split("-")[0] for line in CRE_LINES])
+        axis.set_title(f"{event_type}")
+        axis.set_ylim(0, 1)
+    axes[0].set_ylabel("fraction responsive")
+    axes[-1].legend(frameon=False, loc="upper right", title="experience (light: later)")
+    return figure

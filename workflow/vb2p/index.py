@@ -35,6 +35,7 @@ def build_index(stores: list[str | Path], index_dir: str | Path) -> pd.DataFrame
     rows = []
     for store in stores:
         attrs = store_attributes(store)
+        provenance = attrs.get("provenance", {})
         rows.append(
             {
                 "ophys_experiment_id": attrs["ophys_experiment_id"],
@@ -45,8 +46,14 @@ def build_index(stores: list[str | Path], index_dir: str | Path) -> pd.DataFrame
                 "frame_rate": attrs["ophys_frame_rate"],
                 "measured_frame_rate": attrs["measured_frame_rate"],
                 **{key: attrs.get(key) for key in INDEX_METADATA},
-                "file_hash": attrs.get("provenance", {}).get("file_hash"),
-                "manifest_version": attrs.get("provenance", {}).get("manifest_version"),
+                "has_task": attrs.get("has_task", False),
+                "n_stimulus_presentations": attrs.get("n_stimulus_presentations", 0),
+                "n_trials": attrs.get("n_trials", 0),
+                "file_hash": provenance.get("file_hash"),
+                "manifest_version": provenance.get("manifest_version"),
+                "download_mode": provenance.get("mode"),
+                "bytes_moved": provenance.get("transfer", {}).get("bytes_moved"),
+                "requests": provenance.get("transfer", {}).get("requests"),
             }
         )
     return pd.DataFrame(rows).sort_values("ophys_experiment_id").reset_index(drop=True)

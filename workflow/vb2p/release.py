@@ -12,14 +12,17 @@ from vb2p.cache import ReleaseCache
 from vb2p.errors import ManifestError
 from vb2p.manifest import FileEntry
 from vb2p.files import atomic_write_bytes
+from vb2p.remote import MiB
 from vb2p.source import open_source, parse_release_url
 from vb2p.tables import load_tables
 
 
 def release_cache(config: dict) -> ReleaseCache:
     release = config["release"]
+    download = config["download"]
     location = parse_release_url(release["url"], release["region"], release["endpoint_url"])
-    return ReleaseCache(config["cache_dir"], open_source(location), retries=config["download"]["retries"])
+    source = open_source(location, concurrency=download["concurrency"], part_bytes=download["part_mb"] * MiB)
+    return ReleaseCache(config["cache_dir"], source, retries=download["retries"])
 
 
 def sync_metadata(config: dict, record_path: str | Path) -> dict:
@@ -50,27 +53,49 @@ def record_tables(record: dict) -> dict[str, pd.DataFrame]:
     return load_tables(record["tables"])
 
 
+def experiment_entry(cache: ReleaseCache, manifest_version: str, ophys_experiment_id: int) -> tuple[FileEntry, str]:
+    """An experiment's manifest entry and the manifest version (the manifest is cached by the sync step)."""
+    manifest = cache.resolve_manifest(manifest_version)
+    return manifest.experiment_entry(ophys_experiment_id), manifest.manifest_version
+
+
 def experiment_file(config: dict, manifest_version: str, ophys_experiment_id: int) -> tuple[Path, FileEntry, str]:
     """The checked local copy of an experiment's NWB file (fetched when missing or when it no longer matches its
     hash), its manifest entry and the manifest version. Needs no network while the cached copy checks out."""
     cache = release_cache(config)
-    manifest = cache.resolve_manifest(manifest_version)  # cached by the sync step: no network
-    entry = manifest.experiment_entry(ophys_experiment_id)
-    return cache.fetch(manifest, entry), entry, manifest.manifest_version
+    entry, version = experiment_entry(cache, manifest_version, ophys_experiment_id)
+    return cache.fetch(cache.resolve_manifest(version), entry), entry, version
 
 
 def download_experiment(config: dict, record: dict, ophys_experiment_id: int, out_path: str | Path) -> dict:
-    """Fetch one experiment's NWB file into the verified cache; write a receipt of what was fetched."""
-    path, entry, manifest_version = experiment_file(config, record["manifest_version"], ophys_experiment_id)
+    """Make one experiment's NWB file available and write a receipt of what was done.
+
+    download.mode whole: the file is fetched into the verified cache (the receipt says what the transfer moved).
+    download.mode datasets: nothing is downloaded here; the object's size and ETag are read (extraction reads its
+    datasets by byte ranges, pinned to this version, this ETag and this size).
+    """
+    cache = release_cache(config)
+    entry, manifest_version = experiment_entry(cache, record["manifest_version"], ophys_experiment_id)
     receipt = {
         "ophys_experiment_id": int(ophys_experiment_id),
-        "path": str(path),
+        "mode": config["download"]["mode"],
         "url": entry.url,
         "version_id": entry.version_id,
         "file_hash": entry.file_hash,
         "manifest_version": manifest_version,
-        "bytes": path.stat().st_size,
     }
+    if receipt["mode"] == "datasets":
+        pinned = cache.source.pin(entry.key, entry.version_id)
+        receipt.update(bytes=pinned.size, etag=pinned.etag)
+    else:
+        path = cache.fetch(cache.resolve_manifest(manifest_version), entry)
+        transfer = cache.transfers.get(path)  # None: the copy in the cache checked out, nothing was fetched
+        receipt.update(
+            path=str(path),
+            bytes=path.stat().st_size,
+            moved={"requests": transfer.requests if transfer else 0,
+                   "bytes_moved": transfer.bytes_moved if transfer else 0},
+        )
     _write_json(out_path, receipt)
     return receipt
 

@@ -50,3 +50,29 @@ def cell_count_table(name: str) -> Path:
 
 def cell_count_figure(name: str) -> Path:
     return FIGURES / "cell_counts" / f"{name}.png"
+
+
+def responses_store(ophys_experiment_id) -> Path:
+    return RESULTS / "responses" / f"{ophys_experiment_id}.zarr"
+
+
+RESPONSE_TABLE = RESULTS / "responses" / "cell_responses.parquet"
+PLATFORM_FIGURES = ("change_responses", "omission_responses", "responsive_fractions")
+PLATFORM_TABLES = ("population_responses", "responsive_fractions")
+BEHAVIOR_PERFORMANCE = RESULTS / "behavior" / "performance.csv"
+
+
+def platform_figure(name: str) -> Path:
+    return FIGURES / "platform" / f"{name}.png"
+
+
+def platform_table(name: str) -> Path:
+    return RESULTS / "platform" / f"{name}.csv"
+
+
+def behavior_session_table(ophys_session_id) -> Path:
+    return RESULTS / "behavior" / "sessions" / f"{ophys_session_id}.csv"
+
+
+def behavior_figure(ophys_session_id) -> Path:
+    return FIGURES / "behavior" / f"{ophys_session_id}.png"

@@ -8,6 +8,8 @@ the content either way.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +18,12 @@ from urllib.parse import urlparse
 
 from vb2p import layout
 from vb2p.errors import ConfigError, DownloadError, ManifestError
+from vb2p.files import HASH_NAME, blake2b_of
 from vb2p.manifest import safe_relative_path
+from vb2p.remote import MiB, PinnedObject, anonymous_client, open_remote, pin
+from vb2p.transfer import DownloadResult, download_object
+
+log = logging.getLogger(__name__)
 
 STREAM_CHUNK = 4 * 1024 * 1024
 VERSIONS_DIR = ".versions"
@@ -56,25 +63,14 @@ def parse_release_url(url: str, region: str = layout.REGION, endpoint_url: str |
 
 
 class S3Source:
-    """Anonymous (unsigned) reads, as the public bucket allows; endpoint_url redirects to a compatible server."""
+    """Anonymous (unsigned) reads, as the public bucket allows; endpoint_url redirects to a compatible server.
+    A file is downloaded in `concurrency` parallel ranged parts of `part_bytes` (vb2p.transfer)."""
 
-    def __init__(self, location: ReleaseLocation):
-        import boto3
-        from botocore import UNSIGNED
-        from botocore.config import Config
-
+    def __init__(self, location: ReleaseLocation, concurrency: int = 8, part_bytes: int = 16 * MiB):
         self.location = location
-        self._client = boto3.client(
-            "s3",
-            region_name=location.region,
-            endpoint_url=location.endpoint_url,
-            config=Config(
-                signature_version=UNSIGNED,
-                retries={"max_attempts": 5, "mode": "standard"},
-                connect_timeout=20,
-                read_timeout=120,
-            ),
-        )
+        self.concurrency, self.part_bytes = concurrency, part_bytes
+        self.client = anonymous_client(location.endpoint_url, location.region,
+                                       max_pool_connections=max(10, concurrency))
 
     def _call(self, what: str, function, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -90,7 +86,7 @@ class S3Source:
     def list_manifest_names(self) -> list[str]:
         prefix = f"{self.location.prefix}/{layout.MANIFEST_DIR}/"
         names = []
-        paginator = self._client.get_paginator("list_objects_v2")
+        paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call(
             f"listing s3://{self.location.bucket}/{prefix}",
             lambda **kw: list(paginator.paginate(**kw)),
@@ -104,22 +100,23 @@ class S3Source:
     def read_manifest(self, name: str) -> bytes:
         key = f"{self.location.prefix}/{layout.MANIFEST_DIR}/{name}"
         response = self._call(
-            f"reading s3://{self.location.bucket}/{key}", self._client.get_object, Bucket=self.location.bucket, Key=key
+            f"reading s3://{self.location.bucket}/{key}", self.client.get_object, Bucket=self.location.bucket, Key=key
         )
         return response["Body"].read()
 
-    def stream(self, key: str, version_id: str, offset: int = 0) -> Iterator[bytes]:
-        """The object's bytes from offset on, pinned to version_id."""
-        from botocore.exceptions import BotoCoreError
+    def download(self, key: str, version_id: str, partial: Path) -> DownloadResult:
+        """The pinned object into partial, in parallel parts, resuming the parts an interrupted run finished."""
+        return download_object(self.client, self.location.bucket, key, version_id, partial,
+                               concurrency=self.concurrency, part_bytes=self.part_bytes)
 
-        kwargs = {"Bucket": self.location.bucket, "Key": key, "VersionId": version_id}
-        if offset:
-            kwargs["Range"] = f"bytes={offset}-"
-        response = self._call(f"fetching {self.describe(key, version_id)}", self._client.get_object, **kwargs)
-        try:
-            yield from response["Body"].iter_chunks(STREAM_CHUNK)
-        except BotoCoreError as error:
-            raise DownloadError(f"reading {self.describe(key, version_id)}: {error}") from error
+    def open(self, key: str, version_id: str, expected_size: int | None = None, expected_etag: str | None = None):
+        """The pinned object as a read-only file h5py opens, fetching only the byte ranges read (vb2p.remote)."""
+        return open_remote(self.client, self.location.bucket, key, version_id, expected_size, expected_etag,
+                           concurrency=self.concurrency)
+
+    def pin(self, key: str, version_id: str) -> PinnedObject:
+        """The pinned object's size and ETag, as the bucket has them now."""
+        return pin(self.client, self.location.bucket, key, version_id)
 
     def describe(self, key: str, version_id: str | None = None) -> str:
         version = f"?versionId={version_id}" if version_id else ""
@@ -158,7 +155,25 @@ class LocalSource:
             raise DownloadError(f"manifest {path} does not exist")
         return path.read_bytes()
 
+    def download(self, key: str, version_id: str, partial: Path) -> DownloadResult:
+        """Copy the file into partial, appending to the bytes an interrupted run left there; BLAKE2b as it goes."""
+        offset = partial.stat().st_size if partial.exists() else 0
+        if offset:
+            log.info("resuming %s at byte %d", self.describe(key, version_id), offset)
+        hasher = blake2b_of(partial) if offset else hashlib.new(HASH_NAME)  # continues over the bytes already there
+        copied = 0
+        with open(partial, "ab") as out:
+            for block in self.stream(key, version_id, offset):
+                out.write(block)
+                hasher.update(block)
+                copied += len(block)
+            out.flush()
+            os.fsync(out.fileno())
+        return DownloadResult(hasher.hexdigest(), offset + copied, requests=0, bytes_moved=copied,
+                              resumed_bytes=offset)
+
     def stream(self, key: str, version_id: str, offset: int = 0) -> Iterator[bytes]:
+        """The file's bytes from offset on: the version kept under .versions/ when there is one."""
         path = self._path(key)
         relative = path.relative_to(self.root)
         earlier = self.root / VERSIONS_DIR / safe_relative_path(version_id, f"version id of {key}") / relative
@@ -175,5 +190,5 @@ class LocalSource:
         return str(self._path(key))
 
 
-def open_source(location: ReleaseLocation) -> S3Source | LocalSource:
-    return S3Source(location) if location.kind == "s3" else LocalSource(location)
+def open_source(location: ReleaseLocation, concurrency: int = 8, part_bytes: int = 16 * MiB) -> S3Source | LocalSource:
+    return S3Source(location, concurrency, part_bytes) if location.kind == "s3" else LocalSource(location)

@@ -12,16 +12,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from vb2p import cell_counts as counts
-from vb2p import figures, index, results
-from vb2p.alignment import align_container, load_view
+from vb2p import results
 from vb2p.errors import SelectionError
-from vb2p.extract import ExtractionOptions, extract_experiment
-from vb2p.overview import release_overview, write_overview
-from vb2p.population import session_population
-from vb2p.release import download_experiment, experiment_file, read_record, record_tables, sync_metadata
-from vb2p.selection import estimated_download_bytes, select_experiments, write_selection
+from vb2p.release import (
+    download_experiment,
+    experiment_entry,
+    experiment_file,
+    read_record,
+    record_tables,
+    release_cache,
+    sync_metadata,
+)
+from vb2p.selection import estimated_download_bytes, read_selection, select_experiments, write_selection
 
+# The modules of later stages (Zarr, xarray, matplotlib, scikit-image) are imported by the steps that use them: each
+# rule's conda environment (envs/) carries only its stage's libraries.
 log = logging.getLogger(__name__)
 ASSUMED_DOWNLOAD_BYTES_PER_S = 100e6  # for the time estimate printed with a selection
 
@@ -45,6 +50,8 @@ def sync(config: dict, record_path: Path) -> dict:
 
 
 def overview(record_path: Path, out_dir: Path) -> list[Path]:
+    from vb2p.overview import release_overview, write_overview
+
     return write_overview(release_overview(record_tables(read_record(record_path))), out_dir)
 
 
@@ -74,25 +81,48 @@ def download(config: dict, record_path: Path, ophys_experiment_id: int, receipt_
 
 
 def extract(config: dict, receipt_path: Path, ophys_experiment_id: int, store_path: Path) -> dict:
-    """Check the cached NWB file against its hash (fetching it again if it changed since it was verified), then
-    write the experiment's store."""
+    """Write the experiment's store from the NWB file its receipt names.
+
+    download.mode whole: the cached file is checked against its hash first (fetched again if it changed since it was
+    verified). datasets: the datasets extraction reads are fetched by ranged reads of the pinned S3 object (vb2p.remote),
+    its size and ETag checked against the receipt's on opening and again after reading.
+    """
+    import h5py
+
+    from vb2p.extract import ExtractionOptions, extract_experiment
+    from vb2p.remote import prefetch_datasets
+
     receipt = json.loads(Path(receipt_path).read_text())
-    nwb_path, _, _ = experiment_file(config, receipt["manifest_version"], ophys_experiment_id)
-    summary = extract_experiment(
-        nwb_path,
-        store_path,
-        ophys_experiment_id,
-        provenance={k: receipt[k] for k in ("url", "version_id", "file_hash", "manifest_version")},
-        options=ExtractionOptions(**config["extraction"]),
-    )
+    provenance = {k: receipt[k] for k in ("url", "version_id", "file_hash", "manifest_version", "mode")}
+    options = ExtractionOptions(**config["extraction"])
+    if receipt["mode"] == "datasets":
+        cache = release_cache(config)
+        entry, _ = experiment_entry(cache, receipt["manifest_version"], ophys_experiment_id)
+        with cache.source.open(entry.key, entry.version_id, receipt["bytes"], receipt["etag"]) as remote:
+            with h5py.File(remote, "r") as f:
+                fetched = prefetch_datasets(f, remote)  # in a few parallel requests, instead of one per read
+            summary = extract_experiment(remote, store_path, ophys_experiment_id, provenance, options, remote.stats)
+        moved = remote.stats.as_record()
+        log.info("datasets mode: %.1f MB of datasets, %.1f MB moved in %d requests (%.3f of the %.1f MB file)",
+                 fetched / 1e6, moved["bytes_moved"] / 1e6, moved["requests"], moved["bytes_moved"] / receipt["bytes"],
+                 receipt["bytes"] / 1e6)
+    else:
+        nwb_path, _, _ = experiment_file(config, receipt["manifest_version"], ophys_experiment_id)
+        summary = extract_experiment(nwb_path, store_path, ophys_experiment_id,
+                                     {**provenance, "transfer": receipt["moved"]}, options)
     log.info("%d frames x %d ROIs (%d valid) -> %s", summary["n_frames"], summary["n_rois"], summary["n_valid_rois"],
              store_path)
     return summary
 
 
 def build_index(stores: list[Path], record_path: Path, index_path: Path, mismatches_path: Path) -> pd.DataFrame:
+    from vb2p import index
+
     table = index.build_index(stores, Path(index_path).parent)
     index.write_table(table, index_path)
+    log.info("%d stores; the NWB bytes moved to make them: %.1f MB in %d requests (this run's downloads and ranged "
+             "reads; 0 for files already in the cache)", len(table), table.bytes_moved.fillna(0).sum() / 1e6,
+             int(table.requests.fillna(0).sum()))
     cells = record_tables(read_record(record_path))["ophys_cells_table"]
     mismatches = index.cell_count_check(table, cells)
     index.write_table(mismatches, mismatches_path)
@@ -105,6 +135,9 @@ def build_index(stores: list[Path], record_path: Path, index_path: Path, mismatc
 def container_alignment(stores: list[Path], ophys_container_id: int, upsample: int, table_path: Path,
                         figure_path: Path) -> pd.DataFrame:
     """stores in acquisition order: the first is the reference session."""
+    from vb2p import figures, index
+    from vb2p.alignment import align_container, load_view
+
     views = [load_view(store) for store in stores]
     table, registered = align_container(views, upsample)
     index.write_table(table, table_path)
@@ -114,6 +147,9 @@ def container_alignment(stores: list[Path], ophys_container_id: int, upsample: i
 
 def cell_counts(record_path: Path, index_path: Path, depth_bin_um: int, tables: dict[str, Path],
                 figure_paths: dict[str, Path]) -> dict[str, pd.DataFrame]:
+    from vb2p import cell_counts as counts
+    from vb2p import figures, index
+
     release = record_tables(read_record(record_path))
     by_experiment = counts.cells_by_experiment(release["ophys_experiment_table"], release["ophys_cells_table"])
     outputs = {
@@ -137,10 +173,101 @@ def cell_counts(record_path: Path, index_path: Path, depth_bin_um: int, tables: 
 
 def population(stores: list[Path], ophys_session_id: int, window: tuple[float, float], table_path: Path,
                figure_path: Path) -> pd.DataFrame:
+    from vb2p import figures, index
+    from vb2p.population import session_population
+
     traces = session_population(stores, window)
     index.write_table(traces, table_path)
     figures.save_png(figures.plot_session_population(ophys_session_id, traces, window), figure_path)
     return traces
+
+
+def behavior_session(stores: list[Path], ophys_session_id: int, table_path: Path, figure_path: Path) -> pd.DataFrame:
+    """Behavior performance of a session (AllenSDK's get_performance_metrics) and its figure. Every plane of a
+    session holds the same task: the first store serves."""
+    from vb2p import figures, index
+    from vb2p.experiment import open_experiment
+
+    experiment = open_experiment(stores[0])
+    metadata = experiment.metadata
+    row = {"ophys_session_id": int(ophys_session_id), "behavior_session_id": metadata["behavior_session_id"],
+           "ophys_experiment_id": experiment.ophys_experiment_id, "mouse_id": metadata["mouse_id"],
+           "cre_line": metadata["cre_line"], "session_type": metadata["session_type"],
+           "equipment_name": metadata["equipment_name"], "has_task": experiment.has_task}
+    if experiment.has_task:
+        row.update(experiment.get_performance_metrics())
+        trials = experiment.trials.join(experiment.get_rolling_performance_df())
+        presentations = experiment.stimulus_presentations
+        changes = presentations[presentations.is_change].join(trials.hit, on="trials_id")
+        behavior = {"running": experiment.running_speed, "licks": experiment.licks, "rewards": experiment.rewards,
+                    "changes": changes.assign(hit=changes.hit.fillna(False).astype(bool)), "trials": trials,
+                    "title": f"{metadata['session_type']}, mouse {metadata['mouse_id']}, "
+                             f"d' {row['mean_dprime']:.2f}, hit rate {row['mean_hit_rate']:.2f}"}
+        figure = figures.plot_behavior_session(ophys_session_id, behavior)
+    else:
+        log.warning("session %s: its experiment file holds no task; no performance to report", ophys_session_id)
+        figure = figures.plot_note(f"Session {ophys_session_id}: its NWB file holds no change-detection task")
+    table = pd.DataFrame([row])
+    index.write_table(table, table_path)
+    figures.save_png(figure, figure_path)
+    return table
+
+
+def behavior_performance(session_tables: list[Path], out_path: Path) -> pd.DataFrame:
+    """One row per session: the release-wide behavior performance table."""
+    from vb2p import index
+
+    table = pd.concat([pd.read_csv(path, dtype={"mouse_id": str}) for path in session_tables], ignore_index=True)
+    table = table.sort_values("ophys_session_id").reset_index(drop=True)
+    index.write_table(table, out_path)
+    return table
+
+
+def responses(store: Path, selection_path: Path, ophys_experiment_id: int, section: dict, out_path: Path) -> dict:
+    """The experiment's stimulus-locked responses (vb2p.responses), with its metadata from the selection."""
+    from vb2p.experiment import open_experiment
+    from vb2p.responses import METADATA_COLUMNS, ResponseParams, write_experiment_responses
+
+    params = ResponseParams.from_config(section)
+    row = read_selection(selection_path).loc[ophys_experiment_id]
+    metadata = {"ophys_experiment_id": int(ophys_experiment_id),
+                **{key: row[key] for key in METADATA_COLUMNS if key != "ophys_experiment_id"}}
+    return write_experiment_responses(open_experiment(store), out_path, params, metadata)
+
+
+def response_table(stores: list[Path], out_path: Path) -> None:
+    from vb2p.responses import build_response_table
+
+    build_response_table([Path(store) for store in stores], Path(out_path))
+
+
+def platform_figures(table_path: Path, tables: dict[str, Path], figure_paths: dict[str, Path]) -> None:
+    """The platform paper's population figures and the numbers behind them."""
+    from vb2p import figures, index, platform
+
+    table, timestamps = platform.read_response_table(table_path)
+    population = pd.concat([platform.population_traces(table, timestamps, event_type)
+                            for event_type in ("changes", "omissions")], ignore_index=True)
+    fractions = platform.responsive_fractions(table)
+    outputs = {"population_responses": population, "responsive_fractions": fractions}
+    for name, path in tables.items():
+        index.write_table(outputs[name], path)
+    plots = {
+        "change_responses": lambda: figures.plot_population_responses(population[population.event_type == "changes"],
+                                                                      "changes"),
+        "omission_responses": lambda: figures.plot_population_responses(
+            population[population.event_type == "omissions"], "omissions"),
+        "responsive_fractions": lambda: figures.plot_responsive_fractions(fractions),
+    }
+    for name, path in figure_paths.items():
+        figures.save_png(plots[name](), path)
+
+
+def platform_outputs() -> tuple[dict[str, Path], dict[str, Path]]:
+    return (
+        {name: results.platform_table(name) for name in results.PLATFORM_TABLES},
+        {name: results.platform_figure(name) for name in results.PLATFORM_FIGURES},
+    )
 
 
 def cell_count_outputs() -> tuple[dict[str, Path], dict[str, Path]]:

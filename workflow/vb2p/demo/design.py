@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vb2p.errors import ConfigError
 from vb2p.layout import MESOSCOPE_RIGS
 
 SCIENTIFICA_SHAPE_HEIGHT = 512
@@ -21,6 +22,34 @@ SCIENTIFICA_RATE_HZ = 30.94
 MESOSCOPE_RATE_HZ = 10.72
 FIELD_MARGIN_PX = 12  # the container's field is larger than one session's view, so shifted views stay inside it
 MAX_SHIFT_PX = 5.0
+GRAY_SCREEN_S = 300.0  # the gray screen before and after the task in every real ophys session
+MIN_DURATION_S = 10.5  # one trial: up to 11 flashes before the change and 3 after, 750 ms each
+
+# Mean valid ROIs per plane by (cre line, Mesoscope rig). No real cells table is available: these are estimated from
+# the release totals (layout document section 6: mean 68.7, median 22, quartiles 11 / 99 over 1,936 planes; about
+# 170 on single-plane rigs) and the experiment counts per line and rig in the real experiment table.
+REAL_ROIS_PER_PLANE = {
+    ("Slc17a7-IRES2-Cre", False): 270,
+    ("Slc17a7-IRES2-Cre", True): 75,
+    ("Vip-IRES-Cre", False): 30,
+    ("Vip-IRES-Cre", True): 18,
+    ("Sst-IRES-Cre", False): 14,
+    ("Sst-IRES-Cre", True): 9,
+}
+DENSEST_PLANE = ("Slc17a7-IRES2-Cre", False)
+MIN_ROIS_PER_PLANE = 4  # enough for a change, an omission, an image and a silent cell on the sparsest plane
+
+# What fraction of a line's neurons respond to changes, omissions or their preferred image (the rest respond to none):
+# Vip cells to omissions, Sst cells to images, excitatory cells to changes and images, as the release shows.
+RESPONSE_FRACTIONS = {
+    "Slc17a7-IRES2-Cre": {"change": 0.25, "image": 0.25, "omission": 0.05},
+    "Sst-IRES-Cre": {"change": 0.15, "image": 0.40, "omission": 0.05},
+    "Vip-IRES-Cre": {"change": 0.10, "image": 0.15, "omission": 0.40},
+}
+RESPONSE_TYPES = ("change", "image", "omission", "none")
+# Summed event amplitude (dF/F) of one response, lognormal around these medians; an omission response spreads its
+# events over a 750 ms ramp, so it peaks at about half of it.
+RESPONSE_AMPLITUDE = {"change": 0.6, "image": 0.4, "omission": 1.0, "none": 0.0}
 
 GENOTYPES = {
     "Slc17a7-GCaMP6f": {
@@ -69,9 +98,10 @@ class MousePlan:
     omissions_during_habituation: bool = False
 
 
-# The demo cycles through these mice; `mice=3` gives three cre lines, three project codes and both rig types.
+# The demo cycles through these mice; `mice=3` gives three cre lines, three project codes, both rig types, and for
+# Slc17a7 and Sst every experience level (Familiar, Novel 1, Novel >1).
 MOUSE_PLANS = (
-    MousePlan("Slc17a7-GCaMP6f", "VisualBehavior", "CAM2P.4", (("VISp", 175),), "A", "B", 4, "M"),
+    MousePlan("Slc17a7-GCaMP6f", "VisualBehavior", "CAM2P.4", (("VISp", 175),), "A", "B", 5, "M"),
     MousePlan(
         "Vip",
         "VisualBehaviorMultiscope",
@@ -83,7 +113,7 @@ MOUSE_PLANS = (
         "F",
         omissions_during_habituation=True,
     ),
-    MousePlan("Sst", "VisualBehaviorTask1B", "CAM2P.3", (("VISp", 275),), "B", "A", 3, "M"),
+    MousePlan("Sst", "VisualBehaviorTask1B", "CAM2P.3", (("VISp", 275),), "B", "A", 5, "M"),
     MousePlan("Slc17a7-GCaMP6s", "VisualBehavior", "CAM2P.5", (("VISl", 225),), "A", "B", 5, "F"),
     MousePlan(
         "Sst",
@@ -122,12 +152,43 @@ HABITUATION_SESSIONS = 2
 
 @dataclass(frozen=True)
 class DemoSize:
-    """Size knobs. The defaults make the small demo; benchmarks use hour-long sessions with hundreds of cells."""
+    """Size knobs. The defaults make the small demo; benchmarks use hour-long sessions with hundreds of cells.
+
+    duration_s is the change-detection block of each ophys session (real: 60 minutes). Every session also has a gray
+    screen before and after it, as the real ones do (5 minutes each; the spontaneous activity response p-values are
+    measured against): `gray_screen_s` is 5 minutes, shortened to duration_s only when the block is shorter than
+    that (tiny test sizes). The default demo sessions last 300 + 660 + 300 s.
+
+    cells_per_plane is the mean ROI count of a dense Slc17a7 Scientifica plane (real: about 270); the other lines and
+    rigs keep the real proportions to it (REAL_ROIS_PER_PLANE: sparse Sst and Vip planes, Mesoscope planes about a
+    quarter), with at least MIN_ROIS_PER_PLANE per plane.
+    """
 
     mice: int = 3
-    duration_s: float = 660.0  # one ophys session; the real ones last about 75 minutes
-    cells_per_plane: int = 40  # Scientifica planes; Mesoscope planes get about a third of this, as in the release
-    all_traces: bool = False  # also write demixed, neuropil and corrected traces (real file sizes)
+    duration_s: float = 660.0
+    cells_per_plane: int = 40
+    all_traces: bool = False  # also write demixed and neuropil traces (real file sizes)
+
+    def __post_init__(self):
+        if self.duration_s < MIN_DURATION_S:
+            raise ConfigError(
+                f"demo duration_s={self.duration_s} is too short: the change-detection block needs at least "
+                f"{MIN_DURATION_S} s (one trial of 14 flashes)"
+            )
+
+    @property
+    def gray_screen_s(self) -> float:
+        return min(GRAY_SCREEN_S, self.duration_s)
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a neuron responds to. Image cells prefer one image of each image set: preferred_rank[0] indexes the
+    mouse's familiar set, preferred_rank[1] its novel set (tuning to novel images is drawn afresh)."""
+
+    response_type: str  # one of RESPONSE_TYPES
+    amplitude: float  # summed event amplitude of one response, dF/F; 0 for "none"
+    preferred_rank: tuple[int, int]
 
 
 @dataclass
@@ -141,6 +202,7 @@ class Cell:
     center_y: float  # in this session's pixel coordinates
     center_x: float
     radius: float
+    response: Response
 
 
 @dataclass
@@ -174,7 +236,7 @@ class BehaviorSession:
     prior_exposures_to_image_set: int | None
     prior_exposures_to_omissions: int
     has_omissions: bool
-    trial_counts: dict[str, int]
+    trial_counts: dict[str, int] | None  # None for ophys sessions: their counts come from the task in their files
     ophys_session_id: int | None = None
     experiments: list[Experiment] = field(default_factory=list)
     file_id: int | None = -999  # None: the cell is empty in the table
@@ -197,6 +259,7 @@ class Container:
     neuron_x: np.ndarray
     neuron_radius: np.ndarray
     cell_specimen_ids: np.ndarray
+    neuron_responses: list[Response]  # kept across the container's sessions
 
 
 @dataclass
@@ -235,7 +298,7 @@ class ReleaseDesign:
         return {e.ophys_experiment_id: s for s in self.sessions for e in s.experiments}
 
 
-def stream(seed: int, *tags: int) -> np.random.Generator:
+def random_stream(seed: int, *tags: int) -> np.random.Generator:
     """An independent random stream for one purpose, so results do not depend on generation order."""
     return np.random.default_rng([seed, *tags])
 
@@ -255,12 +318,12 @@ def _image_set_letter(template: str, plan: MousePlan) -> str:
     return template.format(F=plan.familiar_images, N=plan.novel_images)
 
 
-def _trial_counts(rng: np.random.Generator, passive: bool) -> dict[str, int]:
+def _behavior_only_trial_counts(rng: np.random.Generator) -> dict[str, int]:
+    """Trial counts of a training or habituation session, whose file holds no task in the demo."""
     go = int(rng.integers(150, 320))
     catch = int(go * rng.uniform(0.08, 0.15))
-    hit = 0 if passive else int(go * rng.uniform(0.5, 0.9))
-    false_alarm = 0 if passive else int(catch * rng.uniform(0.05, 0.35))
-    # Passive sessions have trials but the mouse cannot respond: aborted trials make up the rest of trial_count.
+    hit = int(go * rng.uniform(0.5, 0.9))
+    false_alarm = int(catch * rng.uniform(0.05, 0.35))
     aborted = int(rng.integers(20, 120))
     return {
         "trial_count": go + catch + aborted,
@@ -270,7 +333,7 @@ def _trial_counts(rng: np.random.Generator, passive: bool) -> dict[str, int]:
         "miss_trial_count": go - hit,
         "false_alarm_trial_count": false_alarm,
         "correct_reject_trial_count": catch - false_alarm,
-        "engaged_trial_count": 0 if passive else int((go + catch) * rng.uniform(0.6, 0.95)),
+        "engaged_trial_count": int((go + catch) * rng.uniform(0.6, 0.95)),
     }
 
 
@@ -278,17 +341,17 @@ def design_release(seed: int = 0, size: DemoSize = DemoSize()) -> ReleaseDesign:
     """Plan a whole demo release. Deterministic in (seed, size)."""
     if size.mice < 1:
         raise ValueError("the demo needs at least one mouse (mice >= 1)")
-    lims_ids = _IdCounter(stream(seed, 1), start=870_000_000, max_gap=40_000)
+    lims_ids = _IdCounter(random_stream(seed, 1), start=870_000_000, max_gap=40_000)
     mice: list[Mouse] = []
     sessions: list[BehaviorSession] = []
     containers: dict[int, Container] = {}
     for index in range(size.mice):
         plan = MOUSE_PLANS[index % len(MOUSE_PLANS)]
-        rng = stream(seed, 2, index)
+        rng = random_stream(seed, 2, index)
         first_training = dt.datetime(2019, 3, 4, 8, 0, tzinfo=dt.timezone.utc) + dt.timedelta(days=19 * index)
         mouse = Mouse(
             index=index,
-            mouse_id=str(400_000 + int(stream(seed, 3).integers(0, 90_000)) + 997 * index),
+            mouse_id=str(400_000 + int(random_stream(seed, 3).integers(0, 90_000)) + 997 * index),
             plan=plan,
             date_of_birth=first_training - dt.timedelta(days=int(rng.integers(75, 90))),
         )
@@ -303,12 +366,33 @@ def design_release(seed: int = 0, size: DemoSize = DemoSize()) -> ReleaseDesign:
 
 
 def mouse_cells_per_plane(mouse: Mouse, size: DemoSize) -> int:
-    """Mean ROIs per plane: Mesoscope planes hold about a third of a Scientifica plane's cells."""
-    return max(6, round(size.cells_per_plane / 3)) if mouse.is_mesoscope else size.cells_per_plane
+    """Mean ROIs per plane of this mouse's line and rig, scaled so that a dense Slc17a7 Scientifica plane has
+    size.cells_per_plane."""
+    ratio = REAL_ROIS_PER_PLANE[(mouse.genotype["cre_line"], mouse.is_mesoscope)] / REAL_ROIS_PER_PLANE[DENSEST_PLANE]
+    return max(MIN_ROIS_PER_PLANE, round(size.cells_per_plane * ratio))
+
+
+def draw_response(rng: np.random.Generator, response_type: str) -> Response:
+    amplitude = 0.0 if response_type == "none" else float(rng.lognormal(np.log(RESPONSE_AMPLITUDE[response_type]), 0.3))
+    return Response(response_type, amplitude, (int(rng.integers(0, 8)), int(rng.integers(0, 8))))
+
+
+def neuron_response_types(rng: np.random.Generator, cre_line: str, n_neurons: int) -> list[str]:
+    """Response types of a plane's neurons in the line's proportions; every type, 'none' included, occurs once the
+    plane has MIN_ROIS_PER_PLANE neurons, so each plane has known answers of each kind."""
+    fractions = RESPONSE_FRACTIONS[cre_line]
+    counts = {kind: int(round(fraction * n_neurons)) for kind, fraction in fractions.items()}
+    if n_neurons >= MIN_ROIS_PER_PLANE:
+        counts = {kind: max(1, count) for kind, count in counts.items()}
+        while sum(counts.values()) > n_neurons - 1:
+            counts[max(counts, key=counts.get)] -= 1
+    types = [kind for kind in fractions for _ in range(counts[kind])][:n_neurons]
+    types += ["none"] * (n_neurons - len(types))
+    return [types[i] for i in rng.permutation(n_neurons)]
 
 
 def _plan_containers(seed: int, mouse: Mouse, size: DemoSize, lims_ids: _IdCounter) -> list[Container]:
-    rng = stream(seed, 4, mouse.index)
+    rng = random_stream(seed, 4, mouse.index)
     result = []
     for plane_index, (structure, depth) in enumerate(mouse.plan.planes):
         if mouse.is_mesoscope:
@@ -316,7 +400,7 @@ def _plan_containers(seed: int, mouse: Mouse, size: DemoSize, lims_ids: _IdCount
         else:
             view = (SCIENTIFICA_SHAPE_HEIGHT, int(rng.choice(SCIENTIFICA_WIDTHS)))
         field_shape = (view[0] + 2 * FIELD_MARGIN_PX, view[1] + 2 * FIELD_MARGIN_PX)
-        n_neurons = max(3, int(round(mouse_cells_per_plane(mouse, size) * rng.uniform(0.85, 1.15))))
+        n_neurons = max(MIN_ROIS_PER_PLANE, int(round(mouse_cells_per_plane(mouse, size) * rng.uniform(0.85, 1.15))))
         # Neurons avoid the band that a shifted view may cut off, so every session sees each of them whole.
         border = FIELD_MARGIN_PX + MAX_SHIFT_PX + 10
         y, x = _spread_points(rng, n_neurons, field_shape, border, min_distance=17.0)
@@ -333,6 +417,9 @@ def _plan_containers(seed: int, mouse: Mouse, size: DemoSize, lims_ids: _IdCount
                 neuron_x=x,
                 neuron_radius=rng.uniform(5.5, 8.0, size=len(y)),
                 cell_specimen_ids=np.zeros(len(y), dtype=np.int64),  # assigned with the cells
+                neuron_responses=[
+                    draw_response(rng, kind) for kind in neuron_response_types(rng, mouse.genotype["cre_line"], len(y))
+                ],
             )
         )
     return result
@@ -358,7 +445,7 @@ def _plan_sessions(
     seed: int, mouse: Mouse, first_training: dt.datetime, containers: list[Container], lims_ids: _IdCounter
 ) -> list[BehaviorSession]:
     plan = mouse.plan
-    rng = stream(seed, 5, mouse.index)
+    rng = random_stream(seed, 5, mouse.index)
     sessions: list[BehaviorSession] = []
     by_type: dict[str, int] = {}
     by_image_set: dict[str, int] = {}
@@ -382,7 +469,7 @@ def _plan_sessions(
             prior_exposures_to_image_set=None if image_set == "gratings" else by_image_set.get(image_set, 0),
             prior_exposures_to_omissions=omissions_seen,
             has_omissions=has_omissions,
-            trial_counts=_trial_counts(rng, passive),
+            trial_counts=None if number else _behavior_only_trial_counts(rng),
         )
         by_type[session_type] = by_type.get(session_type, 0) + 1
         by_image_set[image_set] = by_image_set.get(image_set, 0) + 1
@@ -432,8 +519,8 @@ def _plan_sessions(
 
 def _plan_views_and_cells(seed: int, design: ReleaseDesign) -> None:
     """Per experiment: the rigid shift of its view, its brightness, and its ROIs (matched and unmatched)."""
-    cell_ids = _IdCounter(stream(seed, 6), start=1_086_000_000, max_gap=4)
-    roi_ids = _IdCounter(stream(seed, 7), start=1_080_000_000, max_gap=4)
+    cell_ids = _IdCounter(random_stream(seed, 6), start=1_086_000_000, max_gap=4)
+    roi_ids = _IdCounter(random_stream(seed, 7), start=1_080_000_000, max_gap=4)
     by_container: dict[int, list[Experiment]] = {}
     for experiment in design.experiments():
         by_container.setdefault(experiment.ophys_container_id, []).append(experiment)
@@ -441,13 +528,18 @@ def _plan_views_and_cells(seed: int, design: ReleaseDesign) -> None:
         container = design.containers[container_id]
         container.cell_specimen_ids[:] = [cell_ids() for _ in range(len(container.neuron_y))]
         for experiment in experiments:
-            rng = stream(seed, 8, experiment.ophys_experiment_id)
+            rng = random_stream(seed, 8, experiment.ophys_experiment_id)
             experiment.shift_y, experiment.shift_x = (float(v) for v in rng.uniform(-MAX_SHIFT_PX, MAX_SHIFT_PX, 2))
             experiment.brightness_gain = float(rng.uniform(0.75, 1.3))
-            experiment.cells = _session_cells(rng, container, experiment, roi_ids)
+            cre_line = design.mice[container.mouse_index].genotype["cre_line"]
+            experiment.cells = _session_cells(rng, container, experiment, roi_ids, cre_line)
 
 
-def _session_cells(rng, container: Container, experiment: Experiment, roi_ids: _IdCounter) -> list[Cell]:
+def _session_cells(
+    rng, container: Container, experiment: Experiment, roi_ids: _IdCounter, cre_line: str
+) -> list[Cell]:
+    """The session's ROIs: the container neurons it sees (90 %), plus ROIs of this session only: unmatched cells
+    (responding in the line's proportions) and invalid ROIs (not cells: they respond to nothing)."""
     offset_y = experiment.shift_y - FIELD_MARGIN_PX
     offset_x = experiment.shift_x - FIELD_MARGIN_PX
     present = np.flatnonzero(rng.random(len(container.neuron_y)) < 0.9)
@@ -458,11 +550,19 @@ def _session_cells(rng, container: Container, experiment: Experiment, roi_ids: _
         rng, n_unmatched + n_invalid, container.view_shape, 20.0, min_distance=17.0, existing=centres
     )
     cells = [
-        Cell(0, int(container.cell_specimen_ids[i]), True, int(i), cy, cx, float(container.neuron_radius[i]))
+        Cell(
+            0, int(container.cell_specimen_ids[i]), True, int(i), cy, cx, float(container.neuron_radius[i]),
+            container.neuron_responses[i],
+        )
         for i, (cy, cx) in zip(present, centres)
     ]
+    kinds = list(RESPONSE_FRACTIONS[cre_line]) + ["none"]
+    weights = np.array(list(RESPONSE_FRACTIONS[cre_line].values()) + [1.0 - sum(RESPONSE_FRACTIONS[cre_line].values())])
     for k, (cy, cx) in enumerate(zip(extra_y, extra_x)):
-        cells.append(Cell(0, -1, k < n_unmatched, -1, float(cy), float(cx), float(rng.uniform(5.5, 8.0))))
+        valid = k < n_unmatched
+        kind = str(rng.choice(kinds, p=weights)) if valid else "none"
+        radius = float(rng.uniform(5.5, 8.0))
+        cells.append(Cell(0, -1, valid, -1, float(cy), float(cx), radius, draw_response(rng, kind)))
     order = rng.permutation(len(cells))
     cells = [cells[i] for i in order]
     for cell in cells:

@@ -4,7 +4,14 @@
     <out>/visual-behavior-ophys/project_metadata/<table>.csv
     <out>/visual-behavior-ophys/behavior_ophys_experiments/behavior_ophys_experiment_<id>.nwb
     <out>/visual-behavior-ophys/behavior_sessions/behavior_session_<id>.nwb
-    <out>/ground_truth/...                         what tests compare against (shifts, cell matching)
+    <out>/ground_truth/                            what the generator put in, the known answers of analyses:
+        injected_shifts.csv, cell_matching.csv     views of a container; cells matched across sessions
+        cell_responses.csv                         who responds to changes, omissions or which image, how strongly
+        stimulus_presentations.csv, trials.csv,    each ophys session's task (behavior_session_id), as AllenSDK
+        licks.csv, rewards.csv                     shows it before its own additions
+
+Each experiment file is a whole change-detection session (vb2p.demo.task) with the plane's ophys data; AllenSDK's
+BehaviorOphysExperiment.from_nwb_path reads it. Behavior-only files (training, habituation) hold metadata only.
 
 Generating into a directory that already holds a release adds a manifest version: files whose content does not
 change are kept as they are (same hash), and `revision` > 0 re-releases a subset of experiments with new content,
@@ -24,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vb2p import __version__, layout
-from vb2p.demo import images, nwb, tables, traces
+from vb2p.demo import images, nwb, responses, tables, task, traces
 from vb2p.demo.design import (
     FIELD_MARGIN_PX,
     BehaviorSession,
@@ -32,7 +39,7 @@ from vb2p.demo.design import (
     Experiment,
     ReleaseDesign,
     design_release,
-    stream,
+    random_stream,
 )
 from vb2p.errors import Vb2pError
 from vb2p.files import atomic_write, file_blake2b
@@ -80,20 +87,46 @@ def _session_info(design: ReleaseDesign, session: BehaviorSession) -> nwb.Sessio
     )
 
 
-def render_experiment(design: ReleaseDesign, experiment: Experiment, content_revision: int) -> nwb.PlaneData:
-    """All arrays of one experiment file. content_revision > 0 changes the traces (a re-released file)."""
+def render_behavior(design: ReleaseDesign, session: BehaviorSession) -> nwb.BehaviorData:
+    """The task and rig recordings of one ophys session, shared by all of its planes."""
+    session_task = task.plan_session_task(design, session)
+    rng = random_stream(design.seed, 21, session.behavior_session_id)
+    times = session_task.frame_times
+    running = task.running_wheel(rng, times)
+    eye_tracking = None
+    if session_task.has_eye_tracking:  # the camera starts within a second of the stimulus clock
+        eye_tracking = task.eye_tracking(rng, times[0] + rng.uniform(0, 1), times[-1])
+    return nwb.BehaviorData(
+        task=session_task,
+        presentations=task.stimulus_presentations(session_task),
+        running=running,
+        eye_tracking=eye_tracking,
+        templates={name: images.stimulus_template(name) for name in session_task.image_names},
+    )
+
+
+def experiment_kinetics(design: ReleaseDesign, experiment: Experiment) -> responses.RoiKinetics:
+    mouse = design.mice[design.session_of()[experiment.ophys_experiment_id].mouse_index]
+    rng = random_stream(design.seed, 14, experiment.ophys_experiment_id)
+    return responses.roi_kinetics(rng, len(experiment.cells), mouse.genotype["indicator"])
+
+
+def render_experiment(
+    design: ReleaseDesign, experiment: Experiment, content_revision: int, session_task: task.Task
+) -> nwb.PlaneData:
+    """All ophys arrays of one experiment file. content_revision > 0 changes the traces (a re-released file)."""
     seed = design.seed
     container = design.containers[experiment.ophys_container_id]
     session = design.session_of()[experiment.ophys_experiment_id]
     mouse = design.mice[session.mouse_index]
     field = images.container_field(
-        stream(seed, 10, container.ophys_container_id),
+        random_stream(seed, 10, container.ophys_container_id),
         container.field_shape,
         container.neuron_y,
         container.neuron_x,
         container.neuron_radius,
     )
-    rng = stream(seed, 11, experiment.ophys_experiment_id)
+    rng = random_stream(seed, 11, experiment.ophys_experiment_id)
     present = {cell.neuron for cell in experiment.cells if cell.neuron >= 0}
     activity = rng.lognormal(0.0, 0.25, len(container.neuron_y))
     activity[[i for i in range(len(activity)) if i not in present]] *= 0.3
@@ -116,18 +149,25 @@ def render_experiment(design: ReleaseDesign, experiment: Experiment, content_rev
         ),
     )
     masks = np.stack([images.roi_mask(container.view_shape, c.center_y, c.center_x, c.radius) for c in experiment.cells])
-    n_frames = int(round(design.size.duration_s * mouse.frame_rate_hz))
-    timestamps = traces.ophys_timestamps(stream(seed, 12, experiment.ophys_experiment_id), n_frames, mouse.frame_rate_hz)
-    dff = traces.dff_traces(
-        stream(seed, 13, experiment.ophys_experiment_id, content_revision),
-        timestamps,
-        len(experiment.cells),
-        mouse.frame_rate_hz,
-        mouse.genotype["indicator"],
+    clock = session_task.frame_times
+    timestamps = traces.ophys_timestamps(
+        random_stream(seed, 12, experiment.ophys_experiment_id), clock[0], clock[-1], mouse.frame_rate_hz
     )
+    kinetics = experiment_kinetics(design, experiment)
+    rng = random_stream(seed, 13, experiment.ophys_experiment_id, content_revision)
+    events = responses.cell_events(
+        rng, experiment.cells, session_task, mouse.plan.familiar_images, timestamps, kinetics
+    )
+    dff = traces.dff_from_events(rng, events, mouse.frame_rate_hz, kinetics.rise_s, kinetics.decay_s, kinetics.noise_sd)
+    n_rois = len(experiment.cells)
     return nwb.PlaneData(
         timestamps=timestamps,
         dff=dff,
+        events=events,
+        lambdas=rng.uniform(0.03, 0.12, n_rois),
+        noise_stds=kinetics.noise_sd,
+        baseline_fluorescence=rng.uniform(150.0, 600.0, n_rois),
+        motion_correction=np.cumsum(rng.normal(0, 0.05, (len(timestamps), 2)), axis=0).clip(-4, 4),
         cell_roi_id=np.array([c.cell_roi_id for c in experiment.cells], dtype=np.int64),
         cell_specimen_id=np.array([c.cell_specimen_id for c in experiment.cells], dtype=np.int64),
         valid_roi=np.array([c.valid_roi for c in experiment.cells], dtype=bool),
@@ -170,11 +210,17 @@ def write_experiment_file(args) -> tuple[str, str]:
     design = design_release(seed, size)
     session = design.session_of()[experiment_id]
     experiment = next(e for e in session.experiments if e.ophys_experiment_id == experiment_id)
-    data = render_experiment(design, experiment, content_revision)
+    behavior = render_behavior(design, session)
+    data = render_experiment(design, experiment, content_revision, behavior.task)
     atomic_write(
         path,
         lambda p: nwb.write_experiment(
-            p, _session_info(design, session), _subject_info(design, session), _plane_info(design, session, experiment), data
+            p,
+            _session_info(design, session),
+            _subject_info(design, session),
+            _plane_info(design, session, experiment),
+            data,
+            behavior,
         ),
     )
     return str(path), file_blake2b(path)
@@ -214,7 +260,7 @@ def generate_release(
         key = layout.metadata_key(table_name)
         path = root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path.with_name("." + path.name), lambda p, t=table: tables.write_csv(t, p))
+        atomic_write(path.with_name("." + path.name), lambda p, t=table: tables.write_table_text(t, p))
         if path.exists() and file_blake2b(path) != file_blake2b(path.with_name("." + path.name)):
             retire_version(root, key)
         os.replace(path.with_name("." + path.name), path)
@@ -326,8 +372,66 @@ def build_manifest(root: Path, design: ReleaseDesign, manifest_version: str, sta
     }
 
 
+def _write_truth(table: pd.DataFrame, path: Path, float_format: str) -> None:
+    table.to_csv(path, index=False, float_format=float_format, lineterminator="\n")
+
+
+def cell_responses(design: ReleaseDesign) -> pd.DataFrame:
+    """Who responds to what in each experiment: response type, preferred image (image cells, in the session's image
+    set), amplitude (summed event amplitude of one response, dF/F) and the ROI's trace parameters."""
+    rows = []
+    for session in design.sessions:
+        familiar = design.mice[session.mouse_index].plan.familiar_images
+        for experiment in session.experiments:
+            kinetics = experiment_kinetics(design, experiment)
+            for roi, cell in enumerate(experiment.cells):
+                rows.append(
+                    {
+                        "ophys_experiment_id": experiment.ophys_experiment_id,
+                        "ophys_container_id": experiment.ophys_container_id,
+                        "behavior_session_id": session.behavior_session_id,
+                        "cell_roi_id": cell.cell_roi_id,
+                        "cell_specimen_id": cell.cell_specimen_id,
+                        "valid_roi": cell.valid_roi,
+                        "response_type": cell.response.response_type,
+                        "preferred_image": responses.preferred_image(
+                            cell, session.image_set.removeprefix("images_"), familiar
+                        ),
+                        "amplitude": cell.response.amplitude,
+                        "rise_s": kinetics.rise_s[roi],
+                        "decay_s": kinetics.decay_s[roi],
+                        "noise_sd": kinetics.noise_sd[roi],
+                        "spontaneous_rate_hz": kinetics.spontaneous_rate_hz[roi],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def write_task_truth(truth_dir: Path, design: ReleaseDesign) -> None:
+    """The task of every ophys session: presentations, trials, licks and rewards, keyed by behavior_session_id."""
+    tables_of: dict[str, list[pd.DataFrame]] = {"stimulus_presentations": [], "trials": [], "licks": [], "rewards": []}
+    for session in design.sessions:
+        if not session.is_ophys:
+            continue
+        planned = task.plan_session_task(design, session)
+        key = {"behavior_session_id": session.behavior_session_id}
+        licks = pd.DataFrame({"frame": planned.lick_frames, "timestamps": planned.lick_times})
+        for name, table in (
+            ("stimulus_presentations", task.stimulus_presentations(planned).reset_index()),
+            ("trials", planned.trials.drop(columns="lick_times").reset_index()),
+            ("licks", licks),
+            ("rewards", planned.rewards),
+        ):
+            tables_of[name].append(table.assign(**key)[["behavior_session_id", *table.columns]])
+    for name, parts in tables_of.items():
+        _write_truth(pd.concat(parts, ignore_index=True), truth_dir / f"{name}.csv", "%.9f")
+
+
 def write_ground_truth(truth_dir: Path, design: ReleaseDesign) -> None:
-    """What the generator put in, for tests: injected shifts and the cell matching across sessions."""
+    """What the generator put in, for tests and analyses: injected shifts, the cell matching across sessions, who
+    responds to what, and each session's task."""
+    _write_truth(cell_responses(design), truth_dir / "cell_responses.csv", "%.6f")
+    write_task_truth(truth_dir, design)
     session_of = design.session_of()
     shifts = pd.DataFrame(
         [
@@ -342,7 +446,7 @@ def write_ground_truth(truth_dir: Path, design: ReleaseDesign) -> None:
             for e in design.experiments()
         ]
     )
-    shifts.to_csv(truth_dir / "injected_shifts.csv", index=False, float_format="%.6f", lineterminator="\n")
+    _write_truth(shifts, truth_dir / "injected_shifts.csv", "%.6f")
     cells = pd.DataFrame(
         [
             {
@@ -359,4 +463,4 @@ def write_ground_truth(truth_dir: Path, design: ReleaseDesign) -> None:
             for c in e.cells
         ]
     )
-    cells.to_csv(truth_dir / "cell_matching.csv", index=False, float_format="%.4f", lineterminator="\n")
+    _write_truth(cells, truth_dir / "cell_matching.csv", "%.4f")

@@ -9,6 +9,7 @@ brightness and its own soma activity, which is what a max projection records.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
@@ -69,10 +70,8 @@ def container_field(rng: np.random.Generator, shape, neuron_y, neuron_x, neuron_
 
 def fourier_shift(image: np.ndarray, shift_y: float, shift_x: float) -> np.ndarray:
     """Displace image content by (+shift_y, +shift_x) pixels, sub-pixel exact for band-limited content."""
-    fy = np.fft.fftfreq(image.shape[0])[:, None]
-    fx = np.fft.rfftfreq(image.shape[1])[None, :]
-    phase = np.exp(-2j * np.pi * (fy * shift_y + fx * shift_x))
-    return np.fft.irfft2(np.fft.rfft2(image) * phase, s=image.shape)
+    spectrum = ndimage.fourier_shift(np.fft.rfft2(image), (shift_y, shift_x), n=image.shape[1])
+    return np.fft.irfft2(spectrum, s=image.shape)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -122,3 +121,24 @@ def mask_bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+# Stimulus templates are stored at a tenth of the real monitor resolution (1200 x 1920): the same layout, small files.
+TEMPLATE_SCREEN_SHAPE = (120, 192)
+TEMPLATE_IMAGE_SHAPE = (92, 117)  # the natural image's (918, 1174) pixels, visible in the middle of the screen
+
+
+def stimulus_template(image_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic natural-like image (1/f texture, luminance matched to mean 127), the same in every file:
+    (warped: uint8 screen as shown, unwarped: float64 screen with NaN where the image is not seen)."""
+    rng = np.random.default_rng([31, int(image_name.removeprefix("im"))])
+    texture = sum(smooth_noise(rng, TEMPLATE_IMAGE_SHAPE, sigma) / (1 + sigma) for sigma in (1.0, 3.0, 9.0))
+    image = np.clip(127.0 + 40.0 * (texture - texture.mean()) / texture.std(), 0, 255)
+    unwarped = np.full(TEMPLATE_SCREEN_SHAPE, np.nan)
+    top = (TEMPLATE_SCREEN_SHAPE[0] - TEMPLATE_IMAGE_SHAPE[0]) // 2
+    left = (TEMPLATE_SCREEN_SHAPE[1] - TEMPLATE_IMAGE_SHAPE[1]) // 2
+    unwarped[top : top + TEMPLATE_IMAGE_SHAPE[0], left : left + TEMPLATE_IMAGE_SHAPE[1]] = image
+    # The spherical warp stretches the image over the whole screen, the way the monitor shows it to the eye.
+    zoom = np.array(TEMPLATE_SCREEN_SHAPE) / np.array(TEMPLATE_IMAGE_SHAPE)
+    warped = ndimage.zoom(image, zoom, order=1, grid_mode=True, mode="nearest")
+    return to_uint8(warped), unwarped

@@ -11,17 +11,8 @@ import datetime as dt
 import pandas as pd
 
 from vb2p.demo.design import BehaviorSession, Experiment, Mouse, ReleaseDesign
+from vb2p.demo.task import TRIAL_COUNT_COLUMNS, plan_session_task, trial_counts
 
-TRIAL_COUNT_COLUMNS = (
-    "trial_count",
-    "go_trial_count",
-    "catch_trial_count",
-    "hit_trial_count",
-    "miss_trial_count",
-    "false_alarm_trial_count",
-    "correct_reject_trial_count",
-    "engaged_trial_count",
-)
 MOUSE_COLUMNS = (
     "mouse_id",
     "indicator",
@@ -140,9 +131,11 @@ def _session_cells(design: ReleaseDesign, session: BehaviorSession, image_set: s
 
 
 def behavior_session_table(design: ReleaseDesign) -> pd.DataFrame:
+    """Ophys sessions count the trials of the task in their files; the demo's other sessions have no task."""
     rows = []
     for session in design.sessions:
         mouse = design.mice[session.mouse_index]
+        trials = trial_counts(plan_session_task(design, session)) if session.is_ophys else session.trial_counts
         row = _session_cells(design, session, session.image_set)
         row.update(
             behavior_session_id=str(session.behavior_session_id),
@@ -150,7 +143,7 @@ def behavior_session_table(design: ReleaseDesign) -> pd.DataFrame:
             prior_exposures_to_image_set=_float(session.prior_exposures_to_image_set),
             date_of_acquisition=_date(session.date_of_acquisition, with_zone=True),
             file_id=_int(session.file_id),
-            **{column: str(session.trial_counts[column]) for column in TRIAL_COUNT_COLUMNS},
+            **{column: str(trials[column]) for column in TRIAL_COUNT_COLUMNS},
         )
         if session.is_ophys:
             counts = _plane_counts(mouse, session)
@@ -242,6 +235,6 @@ def _frame(rows: list[dict[str, str]], columns: tuple[str, ...]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=list(columns)).fillna("")
 
 
-def write_csv(table: pd.DataFrame, path) -> None:
+def write_table_text(table: pd.DataFrame, path) -> None:
     """Write text cells as they are (no float conversion), quoting only cells with commas, as pandas did."""
     table.to_csv(path, index=False, lineterminator="\n")

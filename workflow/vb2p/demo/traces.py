@@ -1,52 +1,57 @@
-"""Synthetic dF/F with calcium-like transients: sparse events convolved with the indicator's kernel, a response
-locked to the 750 ms image cadence of the change-detection task, slow state drift, and measurement noise."""
+"""Calcium imaging traces made from events: each ROI's events (the spikes behind its dF/F, what AllenSDK's event
+detection finds) filtered by its indicator's rise-and-decay kernel, plus measurement noise."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import signal
 
+# Time constants (s) of GCaMP6f / GCaMP6s transients in vivo (rise: to the exponential's 1/e; decay: 1/e).
+RISE_S = {"GCaMP6f": 0.05, "GCaMP6s": 0.15}
 DECAY_S = {"GCaMP6f": 0.4, "GCaMP6s": 1.2}
-RISE_S = 0.05
-FLASH_PERIOD_S = 0.75  # 250 ms image, 500 ms grey
-FLASH_ON_S = 0.25
-CELL_BLOCK = 32  # cells convolved together: bounds the FFT work array
 
 
-def ophys_timestamps(rng: np.random.Generator, n_frames: int, rate_hz: float) -> np.ndarray:
-    """Frame times in seconds: imaging starts a few seconds into the session, at a constant frame period."""
-    start = 8.0 + rng.uniform(0.0, 1.5)
-    return start + np.arange(n_frames, dtype=np.float64) / rate_hz
+def ophys_timestamps(rng: np.random.Generator, start_s: float, stop_s: float, rate_hz: float) -> np.ndarray:
+    """Frame times in seconds at a constant frame period: imaging starts a few seconds after the stimulus clock and
+    stops before it does."""
+    start = start_s + rng.uniform(2.0, 4.0)
+    return start + np.arange(int((stop_s - 1.0 - start) * rate_hz), dtype=np.float64) / rate_hz
 
 
-def calcium_kernel(rate_hz: float, indicator: str) -> np.ndarray:
-    decay = DECAY_S.get(indicator, DECAY_S["GCaMP6f"])
-    t = np.arange(int(np.ceil(6 * decay * rate_hz)) + 1) / rate_hz
-    kernel = (1.0 - np.exp(-t / RISE_S)) * np.exp(-t / decay)
-    return kernel / kernel.max()
+def kernel_coefficients(rate_hz: float, rise_s: float, decay_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """lfilter coefficients of the transient a^n - b^n (n frames after the event; a, b the per-frame decay of the
+    slow and fast exponentials), scaled to peak at 1: an event of amplitude x peaks at x dF/F."""
+    slow, fast = np.exp(-1.0 / (decay_s * rate_hz)), np.exp(-1.0 / (rise_s * rate_hz))
+    n = np.arange(1, int(np.ceil(10 * decay_s * rate_hz)) + 2)
+    peak = (slow**n - fast**n).max()
+    return np.array([0.0, (slow - fast) / peak]), np.array([1.0, -(slow + fast), slow * fast])
 
 
-def dff_traces(
-    rng: np.random.Generator, timestamps: np.ndarray, n_cells: int, rate_hz: float, indicator: str
+def dff_from_events(
+    rng: np.random.Generator,
+    events: np.ndarray,
+    rate_hz: float,
+    rise_s: np.ndarray,
+    decay_s: np.ndarray,
+    noise_sd: np.ndarray,
 ) -> np.ndarray:
-    """(n_frames, n_cells) float64 dF/F, time first as in the NWB files."""
-    n_frames = len(timestamps)
-    dt = 1.0 / rate_hz
-    flash_on = (np.mod(timestamps, FLASH_PERIOD_S) < FLASH_ON_S).astype(np.float64)
-    state = np.cumsum(rng.standard_normal(n_frames)) / np.sqrt(max(n_frames, 1))
-    state = 1.0 + 0.5 * (state - state.mean())  # slow engagement drift, shared by the population
-    base_rate = rng.lognormal(np.log(0.08), 0.7, n_cells)  # events per second
-    stimulus_gain = rng.uniform(0.0, 3.0, n_cells)
-    amplitude = rng.lognormal(np.log(0.5), 0.4, n_cells)
-    noise_sd = rng.uniform(0.03, 0.08, n_cells)
-    kernel = calcium_kernel(rate_hz, indicator)
-    n_fft = 1 << int(np.ceil(np.log2(n_frames + len(kernel))))
-    kernel_spectrum = np.fft.rfft(kernel, n_fft)
-    dff = np.empty((n_frames, n_cells), dtype=np.float64)
-    for start in range(0, n_cells, CELL_BLOCK):
-        cells = slice(start, min(start + CELL_BLOCK, n_cells))
-        rate = base_rate[cells] * (1.0 + stimulus_gain[cells] * flash_on[:, None]) * state[:, None]
-        events = rng.poisson(np.clip(rate, 0, None) * dt) * rng.lognormal(0.0, 0.35, rate.shape)
-        transients = np.fft.irfft(np.fft.rfft(events, n_fft, axis=0) * kernel_spectrum[:, None], n_fft, axis=0)
-        dff[:, cells] = amplitude[cells] * transients[:n_frames]
-        dff[:, cells] += noise_sd[cells] * rng.standard_normal((n_frames, cells.stop - cells.start))
-    return dff
+    """(n_frames, n_rois) float64 dF/F, time first as in the NWB files, from events of the same shape; one kernel
+    per ROI (rise_s, decay_s, noise_sd: (n_rois,))."""
+    dff = np.empty_like(events, dtype=np.float64)
+    for roi in range(events.shape[1]):
+        b, a = kernel_coefficients(rate_hz, rise_s[roi], decay_s[roi])
+        dff[:, roi] = signal.lfilter(b, a, events[:, roi])
+    return dff + rng.standard_normal(events.shape) * noise_sd
+
+
+def spontaneous_events(rng: np.random.Generator, n_frames: int, event_rate_hz: np.ndarray, rate_hz: float):
+    """(n_frames, n_rois) events firing at random (Poisson) at each ROI's rate, with lognormal amplitudes (dF/F)."""
+    counts = rng.poisson(np.asarray(event_rate_hz) / rate_hz, size=(n_frames, len(event_rate_hz)))
+    return counts * rng.lognormal(np.log(0.25), 0.4, counts.shape)
+
+
+def dff_traces(rng: np.random.Generator, timestamps: np.ndarray, n_rois: int, rate_hz: float, indicator: str):
+    """dF/F of n_rois cells firing only spontaneously, for files that need realistic traces and no task."""
+    events = spontaneous_events(rng, len(timestamps), rng.lognormal(np.log(0.1), 0.5, n_rois), rate_hz)
+    rise, decay = np.full(n_rois, RISE_S[indicator]), np.full(n_rois, DECAY_S[indicator])
+    return dff_from_events(rng, events, rate_hz, rise, decay, rng.uniform(0.03, 0.08, n_rois))

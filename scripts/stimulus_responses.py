@@ -1,0 +1,8 @@
+"""Rule stimulus_responses: one experiment's stimulus-locked responses (vb2p.steps.responses)."""
+
+from vb2p import steps
+from vb2p.logs import log_to
+
+log_to(snakemake.log[0])
+steps.responses(snakemake.input.store, snakemake.input.selection, int(snakemake.wildcards.ophys_experiment_id),
+                snakemake.params.responses, snakemake.output.responses)

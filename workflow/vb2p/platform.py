@@ -1,0 +1,67 @@
+"""The population figures of Allen's Visual Behavior platform paper, from the release-wide response table
+(vb2p.responses.build_response_table): change and omission responses averaged over cells, per cre line and
+experience level, and the fraction of responsive cells per group."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from vb2p.errors import TableError
+from vb2p.responses import responsive_cells
+
+CRE_LINES = ("Slc17a7-IRES2-Cre", "Sst-IRES-Cre", "Vip-IRES-Cre")
+EXPERIENCE_LEVELS = ("Familiar", "Novel 1", "Novel >1")
+GROUP = ["cre_line", "experience_level"]
+CELL = ["ophys_experiment_id", "cell_roi_id"]
+
+
+def read_response_table(path, data_type: str = "dff") -> tuple[pd.DataFrame, np.ndarray]:
+    """The table's rows of one data type, and the time base of their mean traces (in the file's metadata)."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    timestamps = np.asarray(json.loads(parquet.schema_arrow.metadata[b"eventlocked_timestamps"]), dtype=np.float64)
+    table = pd.read_parquet(path, filters=[("data_type", "==", data_type)])
+    return table, timestamps
+
+
+def cell_traces(table: pd.DataFrame, event_type: str) -> pd.DataFrame:
+    """One mean trace per cell for an event type: the mean over all its presentations (the rows of a cell are per
+    image for changes and images; weighted by their presentations)."""
+    rows = table[(table.event_type == event_type) & (table.n_presentations > 0)]
+    if rows.empty:
+        raise TableError(f"the responses table has no {event_type} rows with presentations")
+    weights = rows.n_presentations.to_numpy(dtype=np.float64)
+    weighted = np.stack(rows.mean_trace.to_numpy()).astype(np.float64) * weights[:, None]
+    frame = rows[CELL + GROUP].reset_index(drop=True)
+    cell = frame.groupby(CELL, sort=True).ngroup().to_numpy()
+    summed = np.zeros((cell.max() + 1, weighted.shape[1]))
+    np.add.at(summed, cell, weighted)
+    cells = frame.groupby(cell).first()  # the cell's group: the same on each of its rows
+    cells["trace"] = list(summed / np.bincount(cell, weights=weights)[:, None])
+    return cells.reset_index(drop=True)
+
+
+def population_traces(table: pd.DataFrame, timestamps: np.ndarray, event_type: str) -> pd.DataFrame:
+    """Per cre line x experience level and time: the mean over cells of their mean traces, its s.e.m. and n."""
+    cells = cell_traces(table, event_type)
+    rows = []
+    for (cre_line, experience), group in cells.groupby(GROUP):
+        traces = np.stack(group.trace.to_numpy())
+        sem = traces.std(axis=0, ddof=1) / np.sqrt(len(traces)) if len(traces) > 1 else np.full(len(timestamps), np.nan)
+        rows.append(pd.DataFrame({"cre_line": cre_line, "experience_level": experience, "event_type": event_type,
+                                  "time": timestamps, "mean": traces.mean(axis=0), "sem": sem,
+                                  "n_cells": len(traces)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def responsive_fractions(table: pd.DataFrame) -> pd.DataFrame:
+    """Fraction of responsive cells per cre line x experience level, for changes and for omissions."""
+    return pd.concat(
+        [responsive_cells(table, GROUP, event_type=event_type).assign(event_type=event_type)
+         for event_type in ("changes", "omissions") if (table.event_type == event_type).any()],
+        ignore_index=True,
+    )
