@@ -4,4 +4,5 @@ from vb2p import steps
 from vb2p.logs import log_to
 
 log_to(snakemake.log[0])
-steps.build_index(snakemake.input.stores, snakemake.input.record, snakemake.output.index, snakemake.output.mismatches)
+steps.build_index(snakemake.input.stores, snakemake.input.record, snakemake.output.index, snakemake.output.mismatches,
+                  snakemake.output.transfers)

@@ -72,15 +72,33 @@ def release_config(url: str, cache_dir, endpoint_url: str | None = None, version
     )
 
 
+# What workflow tests run when they do not say otherwise: one experiment, a window inside the test demo's sessions,
+# the responses that matter (a run of every demo experiment and event type takes minutes; test_figures does it once).
+QUICK = {
+    "selection": {"filters": {"equipment_name": "CAM2P.3", "session_number": 1}},
+    "figures": {"session_window_s": [10, 40]},
+    "responses": {"event_types": ["changes", "omissions"], "data_types": ["dff"]},
+}
+
+
+def quick(config: dict) -> dict:
+    """config over QUICK: a test's own selection replaces QUICK's; its figures and responses keys are merged."""
+    merged = {**QUICK, **config}
+    for key in ("figures", "responses"):
+        merged[key] = {**QUICK[key], **config.get(key, {})}
+    return merged
+
+
 def run_workflow(workdir: Path, config: dict, *extra: str, env: dict | None = None):
-    """The workflow as a user runs it (the default profile applies), on a config written to workdir/config.yaml."""
+    """The workflow as a user runs it (the default profile applies), on quick(config) written to
+    workdir/config.yaml."""
     import os
     import subprocess
 
     import yaml
 
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(quick(config)))
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
          str(workdir / "config.yaml"), "--cores", "2", *extra],

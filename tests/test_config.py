@@ -95,7 +95,8 @@ def test_every_step_of_the_workflow_can_be_run_by_hand():
     by_hand = {"demo_release": "demo-release", "sync_metadata": "sync", "release_overview": "overview",
                "select_experiments": "select", "download_experiment": "download", "extract_experiment": "extract",
                "zarr_index": "index", "container_alignment": "alignment", "session_population": "population",
-               "cell_counts": "cell-counts"}
+               "cell_counts": "cell-counts", "behavior_session": "behavior", "behavior_performance": "behavior-performance",
+               "stimulus_responses": "responses", "response_table": "response-table", "platform_figures": "platform"}
     assert rules == set(by_hand), rules ^ set(by_hand)
     subcommands = build_parser()._subparsers._group_actions[0].choices
     assert set(by_hand.values()) <= set(subcommands)

@@ -242,7 +242,8 @@ def test_a_manifest_that_is_not_json_is_named(tmp_path):
 
 
 def test_a_download_process_killed_mid_transfer_resumes_on_the_next_run(tmp_path, s3_server, demo_root, caplog):
-    """SIGKILL a real download from the S3 server mid-stream; the next fetch continues from the bytes on disk."""
+    """SIGKILL a real download from the S3 server mid-transfer; the next fetch keeps the parts already on disk and
+    fetches only the others."""
     import signal
     import subprocess
     import sys
@@ -264,11 +265,14 @@ def test_a_download_process_killed_mid_transfer_resumes_on_the_next_run(tmp_path
     }
     client.put_object(Bucket=bucket, Key=f"{layout.RELEASE_PREFIX}/{layout.manifest_key('1.0.0')}",
                       Body=json.dumps(manifest).encode(), ACL="public-read")
+    # 1 MiB parts, one at a time: 64 parts, so the kill lands between two of them.
     config = s3_config(s3_server, bucket, tmp_path / "cache", version="1.0.0")
+    config["download"].update(part_mb=1, concurrency=1)
     cache = release_cache(config)
     parsed = cache.resolve_manifest("1.0.0")
     entry = parsed.data_files[999999]
     partial = cache.local_path(parsed, entry).with_name(cache.local_path(parsed, entry).name + ".partial")
+    finished_parts = partial.with_name(partial.name + ".parts")
     code = (
         f"import sys; sys.path.insert(0, {str(REPO / 'workflow')!r})\n"
         "from vb2p.release import release_cache\n"
@@ -279,17 +283,26 @@ def test_a_download_process_killed_mid_transfer_resumes_on_the_next_run(tmp_path
     )
     process = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 4 * 1024 * 1024):
+
+    def done():
+        try:
+            return len(json.loads(finished_parts.read_text())["done"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    while time.monotonic() < deadline and done() < 8:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    written = partial.stat().st_size
-    assert 0 < written < len(content), "the kill should land mid-transfer"
+    kept = done()
+    assert 8 <= kept < 64, "the kill should land mid-transfer"
     assert not cache.local_path(parsed, entry).exists()
     with caplog.at_level("INFO", logger="vb2p"):
         path = cache.fetch(parsed, entry)
-    assert path.read_bytes() == content and not partial.exists()
-    assert any(f"at byte {written}" in message for message in caplog.messages)
+    assert path.read_bytes() == content and not partial.exists() and not finished_parts.exists()
+    transfer = cache.transfers[path]
+    assert transfer.resumed_bytes >= kept * 1024 * 1024 and transfer.bytes_moved == len(content) - transfer.resumed_bytes
+    assert any("parts already on disk" in message for message in caplog.messages)
 
 
 def test_a_network_outage_keeps_the_partial_file_and_an_oversized_one_restarts(tmp_path, published, demo_root):

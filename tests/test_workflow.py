@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import yaml
-from conftest import REPO
+from conftest import REPO, quick
 
 
 def snakemake(*args, cwd=REPO):
@@ -31,8 +31,8 @@ def test_snakefmt_check_is_clean():
 
 def test_demo_run_syncs_selects_and_extracts_every_selected_experiment(tmp_path):
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    config["demo"].update(duration_s=30, cells_per_plane=6, mice=2)
-    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
+    config["demo"].update(duration_s=30, cells_per_plane=6, mice=1)
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(quick({**config, "selection": {}})))  # no filters
     result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(tmp_path / "demo.yaml"),
                        "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -44,7 +44,7 @@ def test_demo_run_syncs_selects_and_extracts_every_selected_experiment(tmp_path)
         assert (tmp_path / f"results/benchmarks/{step}.tsv").exists(), step
     assert (tmp_path / "cache/demo/_manifest_last_used.txt").exists()
     summary = (tmp_path / "results/overview/summary.csv").read_text()
-    assert "mice,2" in summary
+    assert "mice,1" in summary
     selected = (tmp_path / "results/selection/experiments.csv").read_text().splitlines()
     assert len(selected) - 1 == int(summary.split("ophys_experiments,")[1].split()[0])  # no filters: everything
     index = (tmp_path / "results/zarr/index.csv").read_text().splitlines()
@@ -68,9 +68,9 @@ def test_local_mirror_and_s3_server_give_identical_workflow_results(tmp_path, de
         config = {
             "release": release,
             "cache_dir": str(tmp_path / name / "cache"),
-            "selection": {"filters": {"equipment_name": "MESO.1", "session_number": 1}, "expand": "container"},
+            "selection": {"filters": {"equipment_name": "CAM2P.3", "session_number": 1}, "expand": "container"},
         }
-        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(quick(config)))
         result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path / name), "--configfile",
                            str(tmp_path / f"{name}.yaml"), "--cores", "2")
         assert result.returncode == 0, result.stderr[-3000:]
@@ -79,13 +79,13 @@ def test_local_mirror_and_s3_server_give_identical_workflow_results(tmp_path, de
     for relative in outputs:
         assert (tmp_path / "local" / relative).read_bytes() == (tmp_path / "s3" / relative).read_bytes(), relative
     selection = (tmp_path / "local/results/selection/experiments.csv").read_text().splitlines()
-    assert len(selection) - 1 == 15  # the demo's Mesoscope containers, all their sessions
+    assert len(selection) - 1 == 5  # the demo's Sst container: all its sessions
 
 
 def test_an_empty_selection_stops_the_run_with_a_message(tmp_path, demo_root):
     config = {"release": {"url": str(demo_root)}, "cache_dir": str(tmp_path / "cache"),
               "selection": {"filters": {"targeted_structure": "VISam"}}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(quick(config)))
     result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "w"), "--configfile", str(tmp_path / "c.yaml"),
                        "--cores", "1")
     assert result.returncode != 0
@@ -110,8 +110,8 @@ def test_a_corrupt_nwb_fails_its_experiment_and_keep_going_finishes_the_others(t
     manifest_path.write_text(json.dumps(manifest))
     victim_id = victim_path.stem.rsplit("_", 1)[1]
     config = {"release": {"url": str(release)}, "cache_dir": str(tmp_path / "cache"),
-              "selection": {"filters": {"equipment_name": ["CAM2P.3", "CAM2P.4"]}}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+              "selection": {"filters": {"equipment_name": "CAM2P.4"}}}  # the victim's container: 5 experiments
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(quick(config)))
     result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "w"), "--configfile", str(tmp_path / "c.yaml"),
                        "--cores", "2", "--keep-going")
     assert result.returncode != 0
@@ -160,6 +160,12 @@ def test_every_step_by_hand_gives_what_the_workflow_gives(tmp_path, demo_root):
         vb2p("alignment", *mine, "--container", str(container_id))
     for session_id in selected.ophys_session_id.unique():
         vb2p("population", *mine, "--session", str(session_id))
+        vb2p("behavior", "--session", str(session_id))
+    vb2p("behavior-performance")
+    for experiment_id in selected.ophys_experiment_id:
+        vb2p("responses", *mine, "--experiment", str(experiment_id))
+    vb2p("response-table")
+    vb2p("platform")
     vb2p("cell-counts", *mine)
     tables = sorted(p.relative_to(workflow) for p in (workflow / "results").rglob("*.csv"))
     assert len(tables) > 15

@@ -142,6 +142,7 @@ def final_outputs():
         SELECTION,
         ZARR_INDEX,
         CELL_COUNT_MISMATCHES,
+        str(results.TRANSFERS),
         *[str(results.cell_count_table(name)) for name in results.CELL_COUNT_TABLES],
         *[str(results.cell_count_figure(name)) for name in results.CELL_COUNT_FIGURES],
         str(results.BEHAVIOR_PERFORMANCE),

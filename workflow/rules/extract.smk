@@ -46,6 +46,7 @@ rule zarr_index:
             caption="../report/zarr_index.rst",
             category="Derived dataset",
         ),
+        transfers=str(results.TRANSFERS),
     log:
         f"{LOGS}/zarr_index.log",
     benchmark:

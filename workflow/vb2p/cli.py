@@ -87,7 +87,7 @@ def _index(args) -> None:
     from vb2p import steps
 
     steps.build_index(_stores(_groups()["experiments"]), results.RELEASE_RECORD, results.ZARR_INDEX,
-                      results.CELL_COUNT_MISMATCHES)
+                      results.CELL_COUNT_MISMATCHES, results.TRANSFERS)
     print(results.ZARR_INDEX)
 
 
@@ -120,6 +120,53 @@ def _population(args) -> None:
     steps.population(_stores(_groups()["sessions"][session]), session, tuple(config["figures"]["session_window_s"]),
                      results.session_table(session), results.session_figure(session))
     print(results.session_figure(session))
+
+
+def _behavior(args) -> None:
+    from vb2p import steps
+
+    session = args.session
+    steps.behavior_session(_stores(_groups()["sessions"][session]), session, results.behavior_session_table(session),
+                           results.behavior_figure(session))
+    print(results.behavior_figure(session))
+
+
+def _behavior_performance(args) -> None:
+    from vb2p import steps
+
+    sessions = sorted(_groups()["sessions"])
+    steps.behavior_performance([results.behavior_session_table(s) for s in sessions], results.BEHAVIOR_PERFORMANCE)
+    print(results.BEHAVIOR_PERFORMANCE)
+
+
+def _responses(args) -> None:
+    from vb2p import steps
+
+    config = _config(args)
+    steps.responses(results.store(args.experiment), results.SELECTION, args.experiment, config["responses"],
+                    results.responses_store(args.experiment))
+    print(results.responses_store(args.experiment))
+
+
+def _response_table(args) -> None:
+    from vb2p import steps
+
+    steps.response_table([results.responses_store(i) for i in _groups()["experiments"]], results.RESPONSE_TABLE)
+    print(results.RESPONSE_TABLE)
+
+
+def _platform(args) -> None:
+    from vb2p import steps
+
+    steps.platform_figures(results.RESPONSE_TABLE, *steps.platform_outputs())
+    print(results.platform_figure("change_responses").parent)
+
+
+def _publish(args) -> None:
+    from vb2p import steps
+
+    for store in steps.publish(results.ZARR_INDEX, args.to, args.endpoint_url, results.RESPONSE_TABLE):
+        print(store.url)
 
 
 def _demo_defaults() -> dict:
@@ -176,18 +223,36 @@ def build_parser() -> argparse.ArgumentParser:
         step = steps.add_parser(name, help=help_text, description=help_text)
         _add_config_option(step)
         step.set_defaults(run=run)
-    overview = steps.add_parser("overview", help="tables that describe the whole release (rule release_overview)")
-    overview.set_defaults(run=_overview)
+    for name, run, help_text in (
+        ("overview", _overview, "tables that describe the whole release (rule release_overview)"),
+        ("behavior-performance", _behavior_performance, "one row per session (rule behavior_performance)"),
+        ("response-table", _response_table, "the release-wide table of cell responses (rule response_table)"),
+        ("platform", _platform, "population responses and responsive fractions (rule platform_figures)"),
+    ):
+        step = steps.add_parser(name, help=help_text, description=help_text)
+        step.set_defaults(run=run)
     for name, run, option, help_text in (
         ("download", _download, "--experiment", "fetch one experiment's NWB file into the cache (rule download_experiment)"),
         ("extract", _extract, "--experiment", "write one experiment's Zarr store (rule extract_experiment)"),
         ("alignment", _alignment, "--container", "align a container's sessions, draw its figure (rule container_alignment)"),
         ("population", _population, "--session", "mean dF/F of a session's planes (rule session_population)"),
+        ("behavior", _behavior, "--session", "a session's behavior performance and figure (rule behavior_session)"),
+        ("responses", _responses, "--experiment", "an experiment's stimulus-locked responses (rule stimulus_responses)"),
     ):
         step = steps.add_parser(name, help=help_text, description=help_text)
         _add_config_option(step)
         step.add_argument(option, type=int, required=True, help=f"ophys_{option[2:]}_id")
         step.set_defaults(run=run)
+    publish = steps.add_parser(
+        "publish",
+        help="sync the stores, their index and the response table to an S3 prefix (xr.open_zarr reads them there)",
+        description="Publish results/zarr (the stores the index lists), the index as index.parquet and "
+        "results/responses/cell_responses.parquet to s3://bucket/prefix, public-read; only what changed is uploaded. "
+        "Credentials: boto3's (environment, ~/.aws).",
+    )
+    publish.add_argument("--to", required=True, help="s3://bucket/prefix")
+    publish.add_argument("--endpoint-url", default=None, help="an S3-compatible server instead of AWS")
+    publish.set_defaults(run=_publish)
     return parser
 
 

@@ -31,3 +31,7 @@ class NwbError(Vb2pError):
 
 class OutputError(Vb2pError):
     """A result could not be written (disk full, read-only, no permission): the inputs are not at fault."""
+
+
+class ShareError(Vb2pError):
+    """Publishing derived stores to object storage, or opening them from there, failed."""

@@ -51,12 +51,22 @@ def build_index(stores: list[str | Path], index_dir: str | Path) -> pd.DataFrame
                 "n_trials": attrs.get("n_trials", 0),
                 "file_hash": provenance.get("file_hash"),
                 "manifest_version": provenance.get("manifest_version"),
-                "download_mode": provenance.get("mode"),
-                "bytes_moved": provenance.get("transfer", {}).get("bytes_moved"),
-                "requests": provenance.get("transfer", {}).get("requests"),
             }
         )
     return pd.DataFrame(rows).sort_values("ophys_experiment_id").reset_index(drop=True)
+
+
+def transfers(stores: list[str | Path]) -> pd.DataFrame:
+    """What reading each experiment's NWB moved over the network, from the store's provenance: the download of a
+    whole file (0 when the cached copy checked out) or the ranged reads of datasets mode."""
+    rows = []
+    for store in stores:
+        provenance = store_attributes(store).get("provenance", {})
+        transfer = provenance.get("transfer", {})
+        rows.append({"ophys_experiment_id": int(Path(store).name.removesuffix(".zarr")),
+                     "mode": provenance.get("mode"), "bytes_moved": transfer.get("bytes_moved", 0),
+                     "requests": transfer.get("requests", 0)})
+    return pd.DataFrame(rows, columns=["ophys_experiment_id", "mode", "bytes_moved", "requests"])
 
 
 def cell_count_check(index: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:

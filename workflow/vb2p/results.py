@@ -14,6 +14,7 @@ SELECTION = RESULTS / "selection" / "experiments.csv"
 ZARR_DIR = RESULTS / "zarr"
 ZARR_INDEX = ZARR_DIR / "index.csv"
 CELL_COUNT_MISMATCHES = RESULTS / "qc" / "cell_count_mismatches.csv"
+TRANSFERS = RESULTS / "qc" / "transfers.csv"
 CELL_COUNTS_DIR = RESULTS / "cell_counts"
 CELL_COUNT_TABLES = ("by_experiment", "by_depth", "summary", "selected")
 CELL_COUNT_FIGURES = ("histogram", "vs_depth", "by_cre_line", "by_depth_bin")

@@ -26,15 +26,11 @@ from pathlib import Path
 import pandas as pd
 
 from vb2p import layout
-from vb2p.errors import Vb2pError
+from vb2p.errors import ShareError
 
 log = logging.getLogger(__name__)
 ROOT_METADATA = "zarr.json"
 INDEX_NAME = "index.parquet"
-
-
-class ShareError(Vb2pError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -122,6 +118,24 @@ def publish_index(client, index: pd.DataFrame, bucket: str, prefix: str, acl: st
     extra = {"ACL": acl} if acl else {}
     _call(f"uploading s3://{bucket}/{key}", client.put_object, Bucket=bucket, Key=key, Body=buffer.getvalue(), **extra)
     return f"s3://{bucket}/{key}"
+
+
+def publish_file(client, path: str | Path, bucket: str, key: str, acl: str | None = "public-read") -> str:
+    """One file (the release-wide response table) to s3://bucket/key; returns its URL."""
+    extra = {"ACL": acl} if acl else {}
+    with open(path, "rb") as body:
+        _call(f"uploading {path} to s3://{bucket}/{key}", client.put_object, Bucket=bucket, Key=key, Body=body, **extra)
+    return f"s3://{bucket}/{key}"
+
+
+def parse_s3_prefix(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of s3://bucket/prefix."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+        raise ShareError(f"{url!r} is not s3://bucket/prefix")
+    return parsed.netloc, parsed.path.strip("/")
 
 
 def read_shared_index(url: str, endpoint_url: str | None = None, region: str = layout.REGION) -> pd.DataFrame:

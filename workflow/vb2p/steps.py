@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vb2p import results
+from vb2p import layout, results
 from vb2p.errors import SelectionError
 from vb2p.release import (
     download_experiment,
@@ -115,20 +115,23 @@ def extract(config: dict, receipt_path: Path, ophys_experiment_id: int, store_pa
     return summary
 
 
-def build_index(stores: list[Path], record_path: Path, index_path: Path, mismatches_path: Path) -> pd.DataFrame:
+def build_index(stores: list[Path], record_path: Path, index_path: Path, mismatches_path: Path,
+                transfers_path: Path) -> pd.DataFrame:
+    """The index of the stores, the cell-count cross-check, and what reading the NWB files moved (logged in sum)."""
     from vb2p import index
 
     table = index.build_index(stores, Path(index_path).parent)
     index.write_table(table, index_path)
-    log.info("%d stores; the NWB bytes moved to make them: %.1f MB in %d requests (this run's downloads and ranged "
-             "reads; 0 for files already in the cache)", len(table), table.bytes_moved.fillna(0).sum() / 1e6,
-             int(table.requests.fillna(0).sum()))
     cells = record_tables(read_record(record_path))["ophys_cells_table"]
     mismatches = index.cell_count_check(table, cells)
     index.write_table(mismatches, mismatches_path)
     if len(mismatches):
         log.warning("%d experiments have a valid-ROI count that differs from ophys_cells_table: see %s",
                     len(mismatches), mismatches_path)
+    moved = index.transfers(stores)
+    index.write_table(moved, transfers_path)
+    log.info("%d stores; reading their NWB files moved %.1f MB in %d requests (files already in the cache: 0)",
+             len(table), moved.bytes_moved.sum() / 1e6, int(moved.requests.sum()))
     return table
 
 
@@ -261,6 +264,24 @@ def platform_figures(table_path: Path, tables: dict[str, Path], figure_paths: di
     }
     for name, path in figure_paths.items():
         figures.save_png(plots[name](), path)
+
+
+def publish(index_path: Path, url: str, endpoint_url: str | None = None, response_table: Path | None = None) -> list:
+    """Sync every store the index lists, the index (as Parquet) and the response table to s3://bucket/prefix, for
+    anyone to open anonymously (vb2p.share). Uploads are signed with the credentials boto3 finds (environment,
+    ~/.aws); only what changed is uploaded."""
+    import boto3
+
+    from vb2p import share
+
+    bucket, prefix = share.parse_s3_prefix(url)
+    client = boto3.client("s3", endpoint_url=endpoint_url, region_name=layout.REGION)
+    table = pd.read_csv(index_path, dtype={"mouse_id": str})
+    published = [share.publish_store(client, Path(index_path).parent / path, bucket, prefix) for path in table.path]
+    share.publish_index(client, table, bucket, prefix)
+    if response_table is not None and Path(response_table).exists():
+        share.publish_file(client, response_table, bucket, f"{prefix}/{Path(response_table).name}")
+    return published
 
 
 def platform_outputs() -> tuple[dict[str, Path], dict[str, Path]]:

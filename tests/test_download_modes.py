@@ -1,0 +1,97 @@
+"""download.mode: `whole` (the NWB file into the verified cache, in parallel ranged parts) and `datasets` (extraction
+reads only the datasets it needs from the pinned S3 object): the same stores, from the loopback S3 server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from conftest import publisher_client, run_workflow
+from publish import publish_release
+
+from vb2p import layout, steps
+from vb2p.config import validate_config
+from vb2p.errors import ConfigError
+
+BUCKET = "vbo-download-modes"
+
+
+@pytest.fixture(scope="module")
+def s3_release(s3_server, demo_root):
+    publish_release(demo_root, publisher_client(s3_server), bucket=BUCKET)
+    return s3_server
+
+
+def config_for(tmp_path, s3_server, mode):
+    return validate_config({
+        "release": {"url": f"s3://{BUCKET}/{layout.RELEASE_PREFIX}", "endpoint_url": s3_server},
+        "cache_dir": str(tmp_path / mode / "cache"),
+        "download": {"mode": mode},
+    })
+
+
+def extract_in(tmp_path, config, mode, experiment_ids):
+    record = tmp_path / mode / "release.json"
+    steps.sync(config, record)
+    stores = {}
+    for experiment_id in experiment_ids:
+        receipt = tmp_path / mode / f"{experiment_id}.json"
+        steps.download(config, record, experiment_id, receipt)
+        stores[experiment_id] = tmp_path / mode / f"{experiment_id}.zarr"
+        steps.extract(config, receipt, experiment_id, stores[experiment_id])
+    return stores
+
+
+def assert_same_store(a, b):
+    group_a, group_b = zarr.open_group(a, mode="r"), zarr.open_group(b, mode="r")
+    names = sorted(name for name, _ in group_a.arrays())
+    assert names == sorted(name for name, _ in group_b.arrays()) and "events" in names
+    for name in names:
+        np.testing.assert_array_equal(group_a[name][...], group_b[name][...], err_msg=name)
+    strip = lambda attrs: {k: v for k, v in attrs.items() if k != "provenance"}  # noqa: E731
+    assert strip(dict(group_a.attrs)) == strip(dict(group_b.attrs))
+    tables = sorted(p.name for p in (a / "task").glob("*.parquet"))
+    assert tables and tables == sorted(p.name for p in (b / "task").glob("*.parquet"))
+    for name in tables:
+        pd.testing.assert_frame_equal(pd.read_parquet(a / "task" / name), pd.read_parquet(b / "task" / name))
+
+
+def test_datasets_mode_extracts_what_whole_mode_extracts(tmp_path, s3_release, demo_root):
+    experiments = pd.read_csv(demo_root / layout.metadata_key("ophys_experiment_table"))
+    chosen = [int(experiments[experiments.equipment_name == rig].ophys_experiment_id.iloc[0])
+              for rig in ("MESO.1", "CAM2P.4")]
+    whole = extract_in(tmp_path, config_for(tmp_path, s3_release, "whole"), "whole", chosen)
+    datasets = extract_in(tmp_path, config_for(tmp_path, s3_release, "datasets"), "datasets", chosen)
+    for experiment_id in chosen:
+        assert_same_store(whole[experiment_id], datasets[experiment_id])
+        nwb_bytes = (demo_root / layout.experiment_key(experiment_id)).stat().st_size
+        moved = zarr.open_group(datasets[experiment_id], mode="r").attrs["provenance"]["transfer"]
+        assert 0 < moved["bytes_moved"] < nwb_bytes and moved["requests"] > 0
+        downloaded = zarr.open_group(whole[experiment_id], mode="r").attrs["provenance"]["transfer"]
+        assert downloaded["bytes_moved"] == nwb_bytes
+    assert list((tmp_path / "whole" / "cache").rglob("behavior_ophys_experiment_*.nwb"))
+    assert not list((tmp_path / "datasets" / "cache").rglob("*.nwb"))  # no whole NWB is written
+
+
+def test_datasets_mode_needs_an_s3_release(demo_root):
+    with pytest.raises(ConfigError, match="download.mode: datasets reads byte ranges of S3 objects"):
+        validate_config({"release": {"url": str(demo_root)}, "download": {"mode": "datasets"}})
+
+
+def test_the_workflow_in_datasets_mode_gives_the_tables_of_whole_mode(tmp_path, s3_release):
+    base = {"release": {"url": f"s3://{BUCKET}/{layout.RELEASE_PREFIX}", "endpoint_url": s3_release},
+            "selection": {"filters": {"equipment_name": "CAM2P.3"}}, "figures": {"session_window_s": [10, 40]}}
+    for mode in ("whole", "datasets"):
+        result = run_workflow(tmp_path / mode, {**base, "cache_dir": str(tmp_path / mode / "cache"),
+                                                "download": {"mode": mode}})
+        assert result.returncode == 0, result.stderr[-3000:]
+    tables = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole" / "results").rglob("*.csv")
+                    if p.name != "transfers.csv")
+    assert len(tables) > 20
+    for relative in tables:
+        assert (tmp_path / "whole" / relative).read_bytes() == (tmp_path / "datasets" / relative).read_bytes(), relative
+    moved = pd.read_csv(tmp_path / "datasets" / "results/qc/transfers.csv")
+    assert (moved["mode"] == "datasets").all() and (moved.bytes_moved > 0).all()
+    log = (tmp_path / "datasets" / "results/logs/zarr_index.log").read_text()
+    assert f"moved {moved.bytes_moved.sum() / 1e6:.1f} MB in {moved.requests.sum()} requests" in log
