@@ -70,12 +70,12 @@ def test_a_truncated_cached_file_is_resumed_not_trusted(tmp_path, demo_root, cap
 def test_forcerun_download_repairs_a_truncated_file_and_its_receipt(tmp_path, demo_root):
     config = {"release": {"url": str(demo_root)}, "cache_dir": str(tmp_path / "cache"),
               "selection": {"max_containers": 1}, "figures": SHORT_WINDOW}
-    assert run_workflow(tmp_path / "w", config).returncode == 0
+    assert run_workflow(tmp_path / "w", config, "results/zarr/index.csv").returncode == 0
     receipts = sorted((tmp_path / "w/results/downloads").glob("*.json"))
     receipt = json.loads(receipts[0].read_text())
     nwb = Path(receipt["path"])
     nwb.write_bytes(nwb.read_bytes()[: receipt["bytes"] // 3])
-    result = run_workflow(tmp_path / "w", config, "--forcerun", "download_experiment")
+    result = run_workflow(tmp_path / "w", config, "results/zarr/index.csv", "--forcerun", "download_experiment")
     assert result.returncode == 0, result.stderr[-3000:]
     assert blake2b(nwb) == receipt["file_hash"]
     again = json.loads(receipts[0].read_text())

@@ -75,6 +75,11 @@ def test_the_demo_defaults_have_one_source_and_release_url_follows_demo_out(tmp_
     parsed = vars(build_parser().parse_args(["demo-release"]))
     assert {key: parsed[key] for key in defaults} == {**defaults, "out": parsed["out"]}
     assert str(parsed["out"]) == defaults["out"]
+    from dataclasses import asdict
+
+    from vb2p.demo.design import DemoSize
+
+    assert asdict(DemoSize()) == {k: defaults[k] for k in ("mice", "duration_s", "cells_per_plane", "all_traces")}
     demo = load_config(REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml")
     assert demo["demo"] == defaults
     assert demo["release"]["url"] == f"{defaults['out']}/visual-behavior-ophys"
@@ -103,3 +108,19 @@ def test_every_step_of_the_workflow_can_be_run_by_hand():
     scripts = {p.stem: p.read_text() for p in (REPO / "scripts").glob("*.py")}
     for rule in rules:  # each rule's script is a thin call of vb2p.steps
         assert "steps." in scripts[rule], rule
+
+
+@pytest.mark.parametrize(
+    "responses, named",
+    [
+        ({"time_window": [-0.2, 1.5]}, "responses.time_window"),  # does not hold the 0.5 s baseline window
+        ({"time_window": [1.5, -1]}, "responses.time_window"),
+        ({"output_sampling_rate": -30}, "responses.output_sampling_rate"),
+        ({"event_types": ["changes", "licks"]}, "responses.event_types"),
+        ({"response_window_duration": 0}, "responses.response_window_duration"),
+    ],
+)
+def test_a_bad_response_parameter_is_refused_before_any_work_naming_the_key(responses, named):
+    with pytest.raises(ConfigError) as error:
+        validate_config({"responses": responses})
+    assert named in str(error.value)

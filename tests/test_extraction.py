@@ -182,3 +182,35 @@ def test_cell_count_cross_check_reports_mismatches(tmp_path, demo_root):
     reopened = xr.open_zarr(tmp_path / index.path[0])
     assert int(reopened.valid_roi.sum()) == index.n_valid_rois[0]
     shutil.rmtree(tmp_path / index.path[0])
+
+
+def test_each_step_of_the_extraction_on_its_own(tmp_path):
+    """read_plane, write_ids_and_images, copy_masks, copy_traces (several blocks), plane_summary, store_attributes."""
+    import zarr
+
+    from vb2p.extract import (copy_masks, copy_traces, plane_summary, read_plane, store_attributes,
+                              write_ids_and_images)
+
+    # 64-frame chunks and blocks of 3 chunks: the 2,000 frames of the reference take 11 row blocks, 4 cell blocks.
+    options = ExtractionOptions(dff_dtype="float64", time_chunk=64, block_bytes=3 * 64 * 12 * 8)
+    with h5py.File(REFERENCE, "r") as f:
+        plane = read_plane(f, REFERENCE_ID, "the reference")
+        assert (plane.n_frames, plane.n_rois) == (2000, 12)
+        assert plane.cells["cell_roi_id"].tolist() == EXPECTED["cell_roi_id"]
+        group = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+        write_ids_and_images(group, plane, options)
+        np.testing.assert_array_equal(group["time"][:], f[layout.NWB_TIMESTAMPS][:])
+        np.testing.assert_array_equal(group["max_projection"][:], f[layout.NWB_MAX_PROJECTION][:])
+        assert group["valid_roi"][:].sum() == EXPECTED["n_valid_rois"]
+        copy_masks(group, tmp_path / "s.zarr", plane, "the reference", options)
+        masks = f[layout.NWB_CELL_TABLE]["image_mask"][:][plane.roi_order]
+        np.testing.assert_array_equal(group["roi_mask"][:], masks)
+        copy_traces(group, tmp_path / "s.zarr", plane, "the reference", options)
+        np.testing.assert_array_equal(group["dff"][:], f[layout.NWB_DFF][:])
+        np.testing.assert_array_equal(group["dff_by_cell"][:], f[layout.NWB_DFF][:])
+        summary = plane_summary(plane, REFERENCE_ID)
+        assert summary["n_valid_rois"] == EXPECTED["n_valid_rois"] and summary["measured_frame_rate"] > 30
+        attrs = store_attributes(summary, plane.metadata, {"file_hash": "x"}, options)
+        assert attrs["provenance"]["file_hash"] == "x" and attrs["dff_dtype"] == "float64"
+        with pytest.raises(NwbError, match="says it is experiment"):
+            read_plane(f, 1, "the reference")

@@ -342,3 +342,17 @@ def test_the_behavior_table_counts_the_ground_truth_trials(demo_run):
         assert row.hit_trial_count == mine.hit.sum() and row.false_alarm_trial_count == mine.false_alarm.sum()
     passive = performance.session_type.str.contains("passive")
     assert (performance[passive].earned_reward_count == 0).all() and (performance[~passive].mean_dprime > 0.5).all()
+
+
+def test_the_readme_python_blocks_run_on_the_demo_results(demo_run, monkeypatch):
+    """Every ```python block of the README (using the derived dataset, switching from AllenSDK and bou, the response
+    table) runs as written in the directory of a demo run."""
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(demo_run)
+    for block in blocks:
+        namespace: dict = {}
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (the README's own code)
+    assert "vip_novel" in namespace and len(namespace["vip_novel"]) > 0

@@ -209,7 +209,7 @@ def test_the_workflow_puts_a_tilde_cache_in_the_home_directory(tmp_path, demo_ro
     home = tmp_path / "home"
     result = run_workflow(tmp_path / "work", {"release": {"url": str(demo_root)}, "cache_dir": "~/vb2p-cache",
                                               "selection": {"max_containers": 1}, "figures": SHORT_WINDOW},
-                          env={"HOME": str(home)})
+                          "results/release/release.json", env={"HOME": str(home)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert (home / "vb2p-cache" / layout.CACHE_DOWNLOADED).is_file()
     assert not (tmp_path / "work" / "~").exists()

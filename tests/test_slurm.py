@@ -48,7 +48,7 @@ def run_config(workdir, release):
     config = {
         "release": {"url": str(release)},
         "cache_dir": str(workdir / "cache"),
-        "selection": {"max_containers": 1},
+        "selection": {"filters": {"session_number": [1, 2]}, "max_containers": 1},
         "responses": {"event_types": ["changes", "omissions"], "data_types": ["dff"]},
         "figures": {"session_window_s": [10, 35]},
     }

@@ -83,7 +83,9 @@ def anonymous_client(endpoint_url: str | None = None, region: str = layout.REGIO
         endpoint_url=endpoint_url,
         config=Config(
             signature_version=UNSIGNED,
-            retries={"max_attempts": 5, "mode": "standard"},
+            # botocore's attempts per request (connection errors, 5xx, throttling); whole downloads and ranged reads
+            # add their own for bodies that break off (vb2p.cache, fetch_range)
+            retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=20,
             read_timeout=60,
             max_pool_connections=max_pool_connections,

@@ -23,7 +23,15 @@ MESOSCOPE_RATE_HZ = 10.72
 FIELD_MARGIN_PX = 12  # the container's field is larger than one session's view, so shifted views stay inside it
 MAX_SHIFT_PX = 5.0
 GRAY_SCREEN_S = 300.0  # the gray screen before and after the task in every real ophys session
-MIN_DURATION_S = 10.5  # one trial: up to 11 flashes before the change and 3 after, 750 ms each
+def demo_knob(key: str, what: str = "default"):
+    """A demo knob's default (or bound) from the config schema: the one place the demo's defaults are written, for the
+    workflow, `vb2p demo-release` and this module alike."""
+    from vb2p.config import load_schema
+
+    return load_schema()["properties"]["demo"]["properties"][key][what]
+
+
+MIN_DURATION_S = demo_knob("duration_s", "minimum")  # one trial: up to 11 flashes before the change and 3 after
 
 # Mean valid ROIs per plane by (cre line, Mesoscope rig). No real cells table is available: these are estimated from
 # the release totals (layout document section 6: mean 68.7, median 22, quartiles 11 / 99 over 1,936 planes; about
@@ -164,10 +172,10 @@ class DemoSize:
     quarter), with at least MIN_ROIS_PER_PLANE per plane.
     """
 
-    mice: int = 3
-    duration_s: float = 660.0
-    cells_per_plane: int = 40
-    all_traces: bool = False  # also write demixed and neuropil traces (real file sizes)
+    mice: int = field(default_factory=lambda: demo_knob("mice"))
+    duration_s: float = field(default_factory=lambda: demo_knob("duration_s"))
+    cells_per_plane: int = field(default_factory=lambda: demo_knob("cells_per_plane"))
+    all_traces: bool = field(default_factory=lambda: demo_knob("all_traces"))  # also demixed and neuropil traces
 
     def __post_init__(self):
         if self.duration_s < MIN_DURATION_S:
@@ -337,8 +345,9 @@ def _behavior_only_trial_counts(rng: np.random.Generator) -> dict[str, int]:
     }
 
 
-def design_release(seed: int = 0, size: DemoSize = DemoSize()) -> ReleaseDesign:
+def design_release(seed: int = 0, size: DemoSize | None = None) -> ReleaseDesign:
     """Plan a whole demo release. Deterministic in (seed, size)."""
+    size = size or DemoSize()
     if size.mice < 1:
         raise ValueError("the demo needs at least one mouse (mice >= 1)")
     lims_ids = _IdCounter(random_stream(seed, 1), start=870_000_000, max_gap=40_000)

@@ -38,6 +38,7 @@ from vb2p.demo.design import (
     DemoSize,
     Experiment,
     ReleaseDesign,
+    demo_knob,
     design_release,
     random_stream,
 )
@@ -237,12 +238,15 @@ def _write_behavior_file(args) -> tuple[str, str]:
 def generate_release(
     out_dir: str | Path,
     seed: int = 0,
-    size: DemoSize = DemoSize(),
-    manifest_version: str = "1.0.0",
+    size: DemoSize | None = None,
+    manifest_version: str | None = None,
     revision: int = 0,
     workers: int = 1,
 ) -> Path:
-    """Write (or extend) a demo release under out_dir; returns the release root (<out_dir>/visual-behavior-ophys)."""
+    """Write (or extend) a demo release under out_dir; returns the release root (<out_dir>/visual-behavior-ophys).
+    size and manifest_version default to the config schema's demo defaults."""
+    size = size or DemoSize()
+    manifest_version = manifest_version or demo_knob("manifest_version")
     out_dir = Path(out_dir)
     root = out_dir / layout.RELEASE_PREFIX
     truth_dir = out_dir / GROUND_TRUTH_DIR
