@@ -79,19 +79,26 @@ def test_datasets_mode_needs_an_s3_release(demo_root):
         validate_config({"release": {"url": str(demo_root)}, "download": {"mode": "datasets"}})
 
 
-def test_the_workflow_in_datasets_mode_gives_the_tables_of_whole_mode(tmp_path, s3_release):
-    base = {"release": {"url": f"s3://{BUCKET}/{layout.RELEASE_PREFIX}", "endpoint_url": s3_release},
-            "selection": {"filters": {"equipment_name": "CAM2P.3"}}, "figures": {"session_window_s": [10, 40]}}
-    for mode in ("whole", "datasets"):
-        result = run_workflow(tmp_path / mode, {**base, "cache_dir": str(tmp_path / mode / "cache"),
-                                                "download": {"mode": mode}})
+def test_a_local_mirror_and_s3_in_both_modes_give_the_same_workflow_results(tmp_path, s3_release, demo_root):
+    """The same release read from a local mirror, from S3 downloading whole files, and from S3 by ranged reads of
+    datasets: the same tables (a container's sessions expanded from one), and the stores of the same values."""
+    s3 = {"url": f"s3://{BUCKET}/{layout.RELEASE_PREFIX}", "endpoint_url": s3_release}
+    runs = {"local": ({"url": str(demo_root)}, "whole"), "s3_whole": (s3, "whole"), "s3_datasets": (s3, "datasets")}
+    selection = {"filters": {"equipment_name": "CAM2P.3", "session_number": 1}, "expand": "container"}
+    for name, (release, mode) in runs.items():
+        result = run_workflow(tmp_path / name, {"release": release, "cache_dir": str(tmp_path / name / "cache"),
+                                                "download": {"mode": mode}, "selection": selection})
         assert result.returncode == 0, result.stderr[-3000:]
-    tables = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole" / "results").rglob("*.csv")
-                    if p.name != "transfers.csv")
+    tables = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local" / "results").rglob("*.csv")
+                    if p.name != "transfers.csv")  # what crossed the network: the one table that differs
     assert len(tables) > 20
-    for relative in tables:
-        assert (tmp_path / "whole" / relative).read_bytes() == (tmp_path / "datasets" / relative).read_bytes(), relative
-    moved = pd.read_csv(tmp_path / "datasets" / "results/qc/transfers.csv")
+    assert len(pd.read_csv(tmp_path / "local" / "results/selection/experiments.csv")) == 5  # the Sst container
+    for name in ("s3_whole", "s3_datasets"):
+        for relative in tables:
+            assert (tmp_path / "local" / relative).read_bytes() == (tmp_path / name / relative).read_bytes(), relative
+    for store in sorted((tmp_path / "local" / "results/zarr").glob("*.zarr")):
+        assert_same_store(store, tmp_path / "s3_datasets" / "results/zarr" / store.name)
+    moved = pd.read_csv(tmp_path / "s3_datasets" / "results/qc/transfers.csv")
     assert (moved["mode"] == "datasets").all() and (moved.bytes_moved > 0).all()
-    log = (tmp_path / "datasets" / "results/logs/zarr_index.log").read_text()
+    log = (tmp_path / "s3_datasets" / "results/logs/zarr_index.log").read_text()
     assert f"moved {moved.bytes_moved.sum() / 1e6:.1f} MB in {moved.requests.sum()} requests" in log

@@ -169,9 +169,11 @@ def test_every_window_in_the_schema_is_an_interval():
 
 
 def test_a_window_outside_the_session_is_an_error_naming_the_key(tmp_path, demo_root):
+    experiments = pd.read_csv(demo_root / layout.metadata_key("ophys_experiment_table"))
+    session = experiments[experiments.equipment_name == "CAM2P.3"].ophys_session_id.iloc[0]
     result = run_workflow(tmp_path, {"release": {"url": str(demo_root)}, "cache_dir": str(tmp_path / "cache"),
-                                     "selection": {"max_containers": 1},
-                                     "figures": {"session_window_s": [5000, 6000]}})
+                                     "figures": {"session_window_s": [5000, 6000]}},
+                          f"results/sessions/{session}.csv")
     assert result.returncode != 0
     assert "figures.session_window_s [5000, 6000]" in result.stderr and "has no frames in it" in result.stderr
 

@@ -54,36 +54,6 @@ def test_demo_run_syncs_selects_and_extracts_every_selected_experiment(tmp_path)
     assert (tmp_path / "results/qc/cell_count_mismatches.csv").read_text().startswith("ophys_experiment_id,")
 
 
-def test_local_mirror_and_s3_server_give_identical_workflow_results(tmp_path, demo_root, s3_server):
-    from conftest import publisher_client
-
-    from publish import publish_release
-
-    publish_release(demo_root, publisher_client(s3_server), bucket="vbo-workflow")
-    releases = {
-        "local": {"url": str(demo_root)},
-        "s3": {"url": "s3://vbo-workflow/visual-behavior-ophys", "endpoint_url": s3_server},
-    }
-    for name, release in releases.items():
-        config = {
-            "release": release,
-            "cache_dir": str(tmp_path / name / "cache"),
-            "selection": {"filters": {"equipment_name": "CAM2P.3", "session_number": 1}, "expand": "container"},
-        }
-        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(quick(config)))
-        result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path / name), "--configfile",
-                           str(tmp_path / f"{name}.yaml"), "--cores", "2")
-        assert result.returncode == 0, result.stderr[-3000:]
-    outputs = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local/results").rglob("*.csv"))
-    assert len(outputs) >= 11
-    for relative in outputs:
-        if relative.name == "transfers.csv":  # what crossed the network: nothing from the mirror, requests from S3
-            continue
-        assert (tmp_path / "local" / relative).read_bytes() == (tmp_path / "s3" / relative).read_bytes(), relative
-    selection = (tmp_path / "local/results/selection/experiments.csv").read_text().splitlines()
-    assert len(selection) - 1 == 5  # the demo's Sst container: all its sessions
-
-
 def test_an_empty_selection_stops_the_run_with_a_message(tmp_path, demo_root):
     config = {"release": {"url": str(demo_root)}, "cache_dir": str(tmp_path / "cache"),
               "selection": {"filters": {"targeted_structure": "VISam"}}}

@@ -200,9 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = _demo_defaults()
     demo.add_argument("--out", type=Path, default=Path(defaults["out"]), help="directory that plays the bucket's role")
     demo.add_argument("--seed", type=int, default=defaults["seed"])
-    demo.add_argument("--mice", type=int, default=defaults["mice"], help="number of mice (3: three cre lines, both rigs)")
+    demo.add_argument("--mice", type=int, default=defaults["mice"], help="mice (3: three cre lines, both rigs)")
     demo.add_argument("--duration-s", type=float, default=defaults["duration_s"],
-                      help="change-detection block of each session (gray screens of min(300 s, this) come before and after)")
+                      help="change-detection block of each session (gray screens of min(300 s, this) around it)")
     demo.add_argument("--cells-per-plane", type=int, default=defaults["cells_per_plane"],
                       help="ROIs of a dense Slc17a7 Scientifica plane; other lines and rigs keep the real proportions")
     demo.add_argument("--all-traces", action="store_true", default=defaults["all_traces"],
@@ -214,34 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
                       "experiment with new content, as Allen's later manifests did")
     demo.set_defaults(run=_demo_release)
 
-    for name, run, help_text in (
-        ("sync", _sync, "resolve the manifest and fetch the metadata tables into the cache (rule sync_metadata)"),
-        ("select", _select, "apply the config's selection to the experiment table (checkpoint select_experiments)"),
-        ("index", _index, "index the selection's stores, cross-check cell counts (rule zarr_index)"),
-        ("cell-counts", _cell_counts, "cells, neurons and ROIs by depth, line and structure (rule cell_counts)"),
+    # step, function, its option naming what it works on (or None), whether it reads the config, help
+    for name, run, option, reads_config, help_text in (
+        ("sync", _sync, None, True, "manifest and metadata tables into the cache (rule sync_metadata)"),
+        ("overview", _overview, None, False, "tables that describe the whole release (rule release_overview)"),
+        ("select", _select, None, True, "the config's selection of experiments (checkpoint select_experiments)"),
+        ("download", _download, "--experiment", True, "one NWB file into the cache (rule download_experiment)"),
+        ("extract", _extract, "--experiment", True, "write one experiment's Zarr store (rule extract_experiment)"),
+        ("index", _index, None, True, "index the selection's stores, cross-check cell counts (rule zarr_index)"),
+        ("alignment", _alignment, "--container", True, "a container's sessions aligned (rule container_alignment)"),
+        ("population", _population, "--session", True, "mean dF/F of a session's planes (rule session_population)"),
+        ("cell-counts", _cell_counts, None, True, "cells, neurons and ROIs by depth (rule cell_counts)"),
+        ("behavior", _behavior, "--session", False, "a session's behavior performance (rule behavior_session)"),
+        ("behavior-performance", _behavior_performance, None, False, "one row per session (rule behavior_performance)"),
+        ("responses", _responses, "--experiment", True, "stimulus-locked responses (rule stimulus_responses)"),
+        ("response-table", _response_table, None, False, "the release-wide response table (rule response_table)"),
+        ("platform", _platform, None, False, "population responses and responsive fractions (rule platform_figures)"),
     ):
         step = steps.add_parser(name, help=help_text, description=help_text)
-        _add_config_option(step)
-        step.set_defaults(run=run)
-    for name, run, help_text in (
-        ("overview", _overview, "tables that describe the whole release (rule release_overview)"),
-        ("behavior-performance", _behavior_performance, "one row per session (rule behavior_performance)"),
-        ("response-table", _response_table, "the release-wide table of cell responses (rule response_table)"),
-        ("platform", _platform, "population responses and responsive fractions (rule platform_figures)"),
-    ):
-        step = steps.add_parser(name, help=help_text, description=help_text)
-        step.set_defaults(run=run)
-    for name, run, option, help_text in (
-        ("download", _download, "--experiment", "fetch one experiment's NWB file into the cache (rule download_experiment)"),
-        ("extract", _extract, "--experiment", "write one experiment's Zarr store (rule extract_experiment)"),
-        ("alignment", _alignment, "--container", "align a container's sessions, draw its figure (rule container_alignment)"),
-        ("population", _population, "--session", "mean dF/F of a session's planes (rule session_population)"),
-        ("behavior", _behavior, "--session", "a session's behavior performance and figure (rule behavior_session)"),
-        ("responses", _responses, "--experiment", "an experiment's stimulus-locked responses (rule stimulus_responses)"),
-    ):
-        step = steps.add_parser(name, help=help_text, description=help_text)
-        _add_config_option(step)
-        step.add_argument(option, type=int, required=True, help=f"ophys_{option[2:]}_id")
+        if reads_config:
+            _add_config_option(step)
+        if option:
+            step.add_argument(option, type=int, required=True, help=f"ophys_{option[2:]}_id")
         step.set_defaults(run=run)
     publish = steps.add_parser(
         "publish",
