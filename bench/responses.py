@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/responses.py [--repeats N] [--out bench/out]
 
-1. peer: brain_observatory_utilities 0.5.1's get_stimulus_response_xr (in .venv-allensdk, on the reference file's
-   AllenSDK experiment, already loaded, all 12 ROIs) against ours (here, on the same file's arrays in memory), for
-   every event type with the expected file's call, alternating call by call; medians of N rounds; the ratio per
-   event type and for all four.
+1. peer: brain_observatory_utilities 0.5.1's get_stimulus_response_xr (in .venv-allensdk, on an AllenSDK experiment
+   already loaded) against ours (here, on open_experiment of the same file's store), for every event type with the
+   expected file's call, alternating call by call; medians of N rounds; the ratio per event type, for all four, and
+   for all four from a fresh open_experiment (the store's reads included). On the reference file (12 ROIs) and on
+   AllenSDK's task reference with real-size ophys (200 ROIs x 140,000 frames; one round: bou takes minutes).
 2. scale: a synthetic Scientifica-sized plane (170 cells x 140,000 frames at 31 Hz, 4,800 flashes, dF/F and events,
    60 Hz running) in a subprocess: seconds for each event type of dF/F, seconds for the whole per-experiment store,
    and peak RSS (VmHWM) with the inputs alone and at the end.
@@ -23,12 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from test_responses import REFERENCE, REFERENCE_CALL, ArrayExperiment, reference_experiment  # noqa: E402
+from test_responses import REFERENCE, REFERENCE_CALL, ArrayExperiment  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from realistic_files import allensdk_readable_file  # noqa: E402
+
+from vb2p.experiment import open_experiment  # noqa: E402
+from vb2p.extract import ExtractionOptions, extract_experiment  # noqa: E402
 
 from vb2p.responses import EVENT_TYPES, ResponseParams, get_stimulus_response_xr, write_experiment_responses  # noqa: E402
 
@@ -43,11 +51,18 @@ def vm_hwm() -> int:
     return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) * 1024
 
 
-def peer(repeats: int) -> dict:
-    """bou and ours alternate, call by call, so that the machine's drifting load hits both alike."""
-    experiment = reference_experiment()
+def peer(nwb: Path, repeats: int) -> dict:
+    """bou and ours alternate, call by call, so that the machine's drifting load hits both alike: bou on an AllenSDK
+    experiment of the file already loaded, ours on open_experiment of the file's store (its traces read from the store
+    by its first call); then ours from a fresh open_experiment, all four event types."""
+    work = Path(tempfile.mkdtemp(prefix="vb2p-bench-responses-"))
+    store = work / "experiment.zarr"
+    with h5py.File(nwb, "r") as f:
+        experiment_id = int(f["general/metadata"].attrs["ophys_experiment_id"])
+    extract_experiment(nwb, store, experiment_id, options=ExtractionOptions(dff_dtype="float64"))
+    experiment = open_experiment(store)
     bou = subprocess.Popen(
-        [str(ALLENSDK_PYTHON), str(PEER), "time", str(REFERENCE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [str(ALLENSDK_PYTHON), str(PEER), "time", str(nwb)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True,
     )
     assert bou.stdout.readline().strip() == "ready", "tests/bou_peer.py did not start in .venv-allensdk"
@@ -57,9 +72,8 @@ def peer(repeats: int) -> dict:
             bou.stdin.write(event_type + "\n")
             bou.stdin.flush()
             seconds[event_type]["bou"].append(float(bou.stdout.readline()))
-            start = time.perf_counter()
-            get_stimulus_response_xr(experiment, "dff", event_type, **REFERENCE_CALL)
-            seconds[event_type]["ours"].append(time.perf_counter() - start)
+            seconds[event_type]["ours"].append(
+                timed(lambda: get_stimulus_response_xr(experiment, "dff", event_type, **REFERENCE_CALL)))
     bou.stdin.close()
     bou.wait(timeout=60)
     rows = {}
@@ -68,7 +82,22 @@ def peer(repeats: int) -> dict:
         rows[event_type] = {"bou_s": bou_s, "ours_s": ours_s, "ratio": bou_s / ours_s}
     total_bou, total_ours = sum(row["bou_s"] for row in rows.values()), sum(row["ours_s"] for row in rows.values())
     rows["all four"] = {"bou_s": total_bou, "ours_s": total_ours, "ratio": total_bou / total_ours}
+
+    def from_a_fresh_open() -> None:
+        opened = open_experiment(store)
+        for event_type in EVENT_TYPES:
+            get_stimulus_response_xr(opened, "dff", event_type, **REFERENCE_CALL)
+
+    fresh = statistics.median(timed(from_a_fresh_open) for _ in range(max(repeats, 1)))
+    rows["open_experiment + all four"] = {"bou_s": total_bou, "ours_s": fresh, "ratio": total_bou / fresh}
+    shutil.rmtree(work)
     return rows
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
 def scientifica_plane(seed: int = 0) -> ArrayExperiment:
@@ -149,11 +178,17 @@ def main() -> None:
         return
     report = {}
     if args.only in (None, "peer"):
-        report["peer"] = peer(args.repeats)
-        print(f"peer: bou 0.5.1 / ours, reference file ({REFERENCE.name}, 12 ROIs), medians of {args.repeats}")
-        for event_type, row in report["peer"].items():
-            print(f"  {event_type:10s} bou {row['bou_s'] * 1e3:9.1f} ms   ours {row['ours_s'] * 1e3:7.2f} ms   "
-                  f"ratio {row['ratio']:7.1f}x")
+        # The reference file (12 ROIs, 11 minutes) and AllenSDK's task reference with real-size ophys (200 ROIs,
+        # 140,000 frames: bench/task.py's file), where bou's loop over cells takes seconds per event type.
+        real_size = allensdk_readable_file(args.out / "files" / "allensdk_task_140k.nwb", 140_000, 200,
+                                           reference=REFERENCE)
+        for name, nwb, repeats in (("reference, 12 ROIs", REFERENCE, args.repeats),
+                                   ("real size, 200 ROIs x 140,000 frames", real_size, 1)):
+            report[f"peer {name}"] = rows = peer(nwb, repeats)
+            print(f"peer: bou 0.5.1 / ours, {nwb.name} ({name}), medians of {repeats}")
+            for event_type, row in rows.items():
+                print(f"  {event_type:26s} bou {row['bou_s'] * 1e3:9.1f} ms   ours {row['ours_s'] * 1e3:7.2f} ms   "
+                      f"ratio {row['ratio']:7.1f}x")
     if args.only in (None, "scale"):
         report["scale"] = plane = scale()
         print(f"scale: {SCIENTIFICA['n_cells']} cells x {SCIENTIFICA['n_frames']} frames, {plane['n_presentations']}")

@@ -98,7 +98,8 @@ def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedPr
 
 def dry_run(mirror: Path, workdir: Path, max_containers: int | None, repeats: int) -> dict:
     config = {"release": {"url": str(mirror), "manifest_version": "1.1.0"}, "cache_dir": str(workdir / "cache"),
-              "selection": {"max_containers": max_containers}}
+              "selection": {"max_containers": max_containers},
+              "download": {"max_selection_gb": None}}  # planned, never downloaded: the size guard does not apply
     path = workdir / "config.yaml"
     workdir.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))

@@ -41,7 +41,6 @@ from vb2p.remote import (  # noqa: E402
     EXTRACTION_READS, MiB, anonymous_client, dataset_ranges, datasets_under, open_remote, prefetch_datasets,
 )
 from vb2p.share import open_shared_store  # noqa: E402
-from vb2p.source import ReleaseLocation, S3Source  # noqa: E402
 from vb2p.transfer import discard_partial, download_object  # noqa: E402
 
 BUCKET = "bench"
@@ -141,11 +140,11 @@ def candidates(link: Link, files: dict, versions: dict) -> dict:
 
 
 def single_stream(url: str, key: str, version: str, out: Path) -> str:
-    """Today's download (vb2p.cache): one stream, BLAKE2b while it streams."""
-    source = S3Source(ReleaseLocation("s3", BUCKET, "unused", endpoint_url=url))
+    """The download this project made before parallel parts: one GET streamed to disk, BLAKE2b while it streams."""
+    response = anonymous_client(url).get_object(Bucket=BUCKET, Key=key, VersionId=version)
     hasher = hashlib.blake2b()
     with open(out, "wb") as handle:
-        for block in source.stream(key, version):
+        for block in response["Body"].iter_chunks(4 * 1024 * 1024):
             handle.write(block)
             hasher.update(block)
     return hasher.hexdigest()

@@ -77,6 +77,7 @@ class Experiment:
             raise NwbError(f"{self.path} is not an experiment store (no zarr.json); stores are written by"
                            " `vb2p extract` as results/zarr/<ophys_experiment_id>.zarr")
         self._group = zarr.open_group(self.path, mode="r")
+        self._traces: dict[str, tuple] = {}  # by data type: analyses read the same traces again and again
 
     def __repr__(self) -> str:
         return f"Experiment({str(self.path)!r})"
@@ -117,6 +118,13 @@ class Experiment:
         return valid & ~np.isnan(self._array("events_lambda")) & ~np.isnan(self._array("events_noise_std"))
 
     def traces(self, data_type: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(timestamps, values (n_frames, n_cells) float64, cell_specimen_id, cell_roi_id) of a data type; read from
+        the store once per experiment object (see _read_traces)."""
+        if data_type not in self._traces:
+            self._traces[data_type] = self._read_traces(data_type)
+        return self._traces[data_type]
+
+    def _read_traces(self, data_type: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(timestamps (n_frames,) float64, values (n_frames, n_cells) float64, cell_specimen_id (n_cells,) int64
         with -1 for unmatched cells, cell_roi_id (n_cells,) int64) for "dff", "events" or "filtered_events", of the
         ROIs AllenSDK shows (valid ROIs; for events, valid ROIs with events), in store order."""
@@ -127,7 +135,10 @@ class Experiment:
         if data_type == "filtered_events":  # computed when read, as AllenSDK does (vb2p.task.filtered_events)
             values = task.filtered_events(values.astype(np.float64), float(self._attrs["ophys_frame_rate"]))
         roi_ids, specimen_ids, _ = self._cell_ids
-        return self.ophys_timestamps, values.astype(np.float64, copy=False), specimen_ids[keep], roi_ids[keep]
+        traces = (self.ophys_timestamps, values.astype(np.float64, copy=False), specimen_ids[keep], roi_ids[keep])
+        for array in traces:  # shared by every later call: read-only, so no caller changes another's data
+            array.flags.writeable = False
+        return traces
 
     def _specimen_index(self, keep: np.ndarray) -> pd.Index:
         """AllenSDK's index: cell_specimen_id, NaN for unmatched ROIs (float64 then, int64 when every ROI of the

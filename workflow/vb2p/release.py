@@ -10,8 +10,8 @@ import pandas as pd
 from vb2p import layout
 from vb2p.cache import ReleaseCache
 from vb2p.errors import ManifestError
-from vb2p.manifest import FileEntry
 from vb2p.files import atomic_write_bytes
+from vb2p.manifest import FileEntry, Manifest
 from vb2p.remote import MiB
 from vb2p.source import open_source, parse_release_url
 from vb2p.tables import load_tables
@@ -53,18 +53,19 @@ def record_tables(record: dict) -> dict[str, pd.DataFrame]:
     return load_tables(record["tables"])
 
 
-def experiment_entry(cache: ReleaseCache, manifest_version: str, ophys_experiment_id: int) -> tuple[FileEntry, str]:
-    """An experiment's manifest entry and the manifest version (the manifest is cached by the sync step)."""
+def experiment_entry(cache: ReleaseCache, manifest_version: str,
+                     ophys_experiment_id: int) -> tuple[Manifest, FileEntry]:
+    """The manifest (cached by the sync step: no network) and an experiment's entry in it."""
     manifest = cache.resolve_manifest(manifest_version)
-    return manifest.experiment_entry(ophys_experiment_id), manifest.manifest_version
+    return manifest, manifest.experiment_entry(ophys_experiment_id)
 
 
 def experiment_file(config: dict, manifest_version: str, ophys_experiment_id: int) -> tuple[Path, FileEntry, str]:
     """The checked local copy of an experiment's NWB file (fetched when missing or when it no longer matches its
     hash), its manifest entry and the manifest version. Needs no network while the cached copy checks out."""
     cache = release_cache(config)
-    entry, version = experiment_entry(cache, manifest_version, ophys_experiment_id)
-    return cache.fetch(cache.resolve_manifest(version), entry), entry, version
+    manifest, entry = experiment_entry(cache, manifest_version, ophys_experiment_id)
+    return cache.fetch(manifest, entry), entry, manifest.manifest_version
 
 
 def download_experiment(config: dict, record: dict, ophys_experiment_id: int, out_path: str | Path) -> dict:
@@ -75,20 +76,20 @@ def download_experiment(config: dict, record: dict, ophys_experiment_id: int, ou
     datasets by byte ranges, pinned to this version, this ETag and this size).
     """
     cache = release_cache(config)
-    entry, manifest_version = experiment_entry(cache, record["manifest_version"], ophys_experiment_id)
+    manifest, entry = experiment_entry(cache, record["manifest_version"], ophys_experiment_id)
     receipt = {
         "ophys_experiment_id": int(ophys_experiment_id),
         "mode": config["download"]["mode"],
         "url": entry.url,
         "version_id": entry.version_id,
         "file_hash": entry.file_hash,
-        "manifest_version": manifest_version,
+        "manifest_version": manifest.manifest_version,
     }
     if receipt["mode"] == "datasets":
         pinned = cache.source.pin(entry.key, entry.version_id)
         receipt.update(bytes=pinned.size, etag=pinned.etag)
     else:
-        path = cache.fetch(cache.resolve_manifest(manifest_version), entry)
+        path = cache.fetch(manifest, entry)
         transfer = cache.transfers.get(path)  # None: the copy in the cache checked out, nothing was fetched
         receipt.update(
             path=str(path),

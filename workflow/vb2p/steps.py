@@ -97,7 +97,7 @@ def extract(config: dict, receipt_path: Path, ophys_experiment_id: int, store_pa
     options = ExtractionOptions(**config["extraction"])
     if receipt["mode"] == "datasets":
         cache = release_cache(config)
-        entry, _ = experiment_entry(cache, receipt["manifest_version"], ophys_experiment_id)
+        _, entry = experiment_entry(cache, receipt["manifest_version"], ophys_experiment_id)
         with cache.source.open(entry.key, entry.version_id, receipt["bytes"], receipt["etag"]) as remote:
             with h5py.File(remote, "r") as f:
                 fetched = prefetch_datasets(f, remote)  # in a few parallel requests, instead of one per read
