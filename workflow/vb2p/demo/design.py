@@ -108,32 +108,18 @@ class MousePlan:
 
 # The demo cycles through these mice; `mice=3` gives three cre lines, three project codes, both rig types, and for
 # Slc17a7 and Sst every experience level (Familiar, Novel 1, Novel >1).
+MESOSCOPE_PLANES = {
+    "Vip": (("VISp", 75), ("VISl", 75), ("VISp", 150), ("VISl", 150)),
+    "Sst": (("VISp", 150), ("VISl", 150), ("VISp", 225), ("VISl", 225)),
+}
 MOUSE_PLANS = (
     MousePlan("Slc17a7-GCaMP6f", "VisualBehavior", "CAM2P.4", (("VISp", 175),), "A", "B", 5, "M"),
-    MousePlan(
-        "Vip",
-        "VisualBehaviorMultiscope",
-        "MESO.1",
-        (("VISp", 75), ("VISl", 75), ("VISp", 150), ("VISl", 150)),
-        "A",
-        "B",
-        4,
-        "F",
-        omissions_during_habituation=True,
-    ),
+    MousePlan("Vip", "VisualBehaviorMultiscope", "MESO.1", MESOSCOPE_PLANES["Vip"], "A", "B", 4, "F",
+              omissions_during_habituation=True),
     MousePlan("Sst", "VisualBehaviorTask1B", "CAM2P.3", (("VISp", 275),), "B", "A", 5, "M"),
     MousePlan("Slc17a7-GCaMP6s", "VisualBehavior", "CAM2P.5", (("VISl", 225),), "A", "B", 5, "F"),
-    MousePlan(
-        "Sst",
-        "VisualBehaviorMultiscope",
-        "MESO.1",
-        (("VISp", 150), ("VISl", 150), ("VISp", 225), ("VISl", 225)),
-        "A",
-        "B",
-        6,
-        "M",
-        omissions_during_habituation=True,
-    ),
+    MousePlan("Sst", "VisualBehaviorMultiscope", "MESO.1", MESOSCOPE_PLANES["Sst"], "A", "B", 6, "M",
+              omissions_during_habituation=True),
     MousePlan("Vip", "VisualBehaviorTask1B", "CAM2P.4", (("VISp", 175),), "B", "A", 4, "F"),
 )
 
@@ -415,15 +401,8 @@ def _plan_containers(seed: int, mouse: Mouse, size: DemoSize, lims_ids: _IdCount
         y, x = _spread_points(rng, n_neurons, field_shape, border, min_distance=17.0)
         result.append(
             Container(
-                ophys_container_id=lims_ids(),
-                mouse_index=mouse.index,
-                targeted_structure=structure,
-                depth=depth,
-                plane_index=plane_index,
-                field_shape=field_shape,
-                view_shape=view,
-                neuron_y=y,
-                neuron_x=x,
+                ophys_container_id=lims_ids(), mouse_index=mouse.index, targeted_structure=structure, depth=depth,
+                plane_index=plane_index, field_shape=field_shape, view_shape=view, neuron_y=y, neuron_x=x,
                 neuron_radius=rng.uniform(5.5, 8.0, size=len(y)),
                 cell_specimen_ids=np.zeros(len(y), dtype=np.int64),  # assigned with the cells
                 neuron_responses=[
@@ -465,14 +444,8 @@ def _plan_sessions(
         day = first_training + dt.timedelta(days=len(sessions))
         start = day + dt.timedelta(seconds=int(rng.integers(0, 3 * 3600)), milliseconds=int(rng.integers(0, 1000)))
         session = BehaviorSession(
-            behavior_session_id=lims_ids(),
-            mouse_index=mouse.index,
-            session_type=session_type,
-            image_set=image_set,
-            passive=passive,
-            equipment_name=equipment,
-            date_of_acquisition=start,
-            session_number=number,
+            behavior_session_id=lims_ids(), mouse_index=mouse.index, session_type=session_type, image_set=image_set,
+            passive=passive, equipment_name=equipment, date_of_acquisition=start, session_number=number,
             experience_level=experience,
             prior_exposures_to_session_type=by_type.get(session_type, 0),
             prior_exposures_to_image_set=None if image_set == "gratings" else by_image_set.get(image_set, 0),

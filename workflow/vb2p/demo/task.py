@@ -178,15 +178,8 @@ def plan_task(
     stimulus_times = frame_times + monitor_delay
     trials_table = _trials_table(trials, start_frames, frame_times, stimulus_times, lick_frames, task_frames[1])
     return Task(
-        image_set=image_set,
-        passive=passive,
-        frame_times=frame_times,
-        monitor_delay_s=monitor_delay,
-        task_frames=task_frames,
-        gray_frames=gray_frames,
-        flashes=flashes,
-        trials=trials_table,
-        lick_frames=lick_frames,
+        image_set=image_set, passive=passive, frame_times=frame_times, monitor_delay_s=monitor_delay,
+        task_frames=task_frames, gray_frames=gray_frames, flashes=flashes, trials=trials_table, lick_frames=lick_frames,
         rewards=_rewards(trials_table),
         has_eye_tracking=bool(rng.random() < 0.85),  # most real files have eye tracking, not all
     )
