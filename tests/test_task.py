@@ -211,17 +211,16 @@ def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_s
     assert empty.empty and list(empty.columns) == EYE_EXPECTED["columns"] and empty.index.name == "frame"
 
 
-def test_float32_store_holds_allensdk_values_rounded_to_float32(task_store, experiment):
+def test_float32_store_rounds_dff_and_keeps_events_as_published(task_store, experiment):
     single = open_experiment(task_store(REFERENCE, "float32")[0])
-    assert zarr.open_group(single.path, mode="r")["events"].dtype == np.float32
-    for data_type in ("dff", "events"):
-        timestamps, values, specimen_ids, roi_ids = single.traces(data_type)
-        exact = experiment.traces(data_type)[1]
-        assert values.dtype == np.float64
-        np.testing.assert_array_equal(values, exact.astype(np.float32).astype(np.float64))
-    # filtered_events are computed on read from the stored (float32) events: float32 precision, not rounding
-    np.testing.assert_allclose(single.traces("filtered_events")[1], experiment.traces("filtered_events")[1],
-                               rtol=1e-6, atol=1e-7)
+    group = zarr.open_group(single.path, mode="r")
+    assert group["dff"].dtype == np.float32 and group["events"].dtype == np.float64
+    exact = experiment.traces("dff")[1]
+    assert single.traces("dff")[1].dtype == np.float64
+    np.testing.assert_array_equal(single.traces("dff")[1], exact.astype(np.float32).astype(np.float64))
+    # events are the file's bytes: AllenSDK's values, and the filter of them, whatever the store's dF/F precision
+    for data_type in ("events", "filtered_events"):
+        np.testing.assert_array_equal(single.traces(data_type)[1], experiment.traces(data_type)[1])
     assert single.stimulus_presentations.equals(experiment.stimulus_presentations)
 
 
@@ -236,7 +235,10 @@ def test_store_layout_for_zarr_and_xarray(task_store):
         warnings.simplefilter("ignore")
         members = dict(group.members())
     assert "task" not in members and "task" not in ds.variables
-    assert group["events"].chunks == group["dff"].chunks and group["events"].compressors
+    with h5py.File(REFERENCE, "r") as f:  # the file's chunks, moved as they are (stacked in time), bit for bit
+        data = f[task.NWB_EVENTS]["data"]
+        assert group["events"].chunks == (16 * data.chunks[0], data.chunks[1]) and group["events"].shards == (21024, 12)
+        np.testing.assert_array_equal(group["events"][...], data[...])
     assert group.attrs["has_task"] is True and group.attrs["n_trials"] == EXPECTED["trials"]["n_rows"]
     assert sorted(p.stem for p in (store / task.TASK_DIR).glob("*.parquet")) == sorted(group.attrs["task_tables"])
     assert group.attrs["task_parameters"]["response_window_sec"] == [0.15, 0.75]
@@ -314,6 +316,11 @@ def test_rois_without_events_are_left_out_as_allensdk_does(tmp_path, task_store,
     reference = open_experiment(task_store(REFERENCE)[0]).events
     pd.testing.assert_frame_equal(experiment.events[["cell_roi_id", "lambda"]],
                                   reference[reference.cell_roi_id != missing][["cell_roi_id", "lambda"]])
+    # Read and written again (the columns are not dff's): the same array layout, NaN for the ROI without events.
+    stored, moved = zarr.open_group(store, mode="r")["events"], zarr.open_group(task_store(REFERENCE)[0])["events"]
+    assert stored.shards and stored.metadata.codecs[0].codecs == moved.metadata.codecs[0].codecs  # Blosc zlib
+    assert np.isnan(stored[:, 4]).all() and np.array_equal(np.delete(stored[...], 4, axis=1),
+                                                          np.delete(moved[...], 4, axis=1))
 
 
 # ---- bad input -------------------------------------------------------------------------------------------------------

@@ -193,7 +193,7 @@ class Experiment:
         columns = {
             "cell_roi_id": self._cell_ids[0][keep],
             **{name: self._array(f"roi_{name}")[keep] for name in ("height", "width", "x", "y")},
-            **{name: self._array(name)[keep] for name in task.NWB_CELL_TABLE_EXTRAS},
+            **{name: self._array(name)[keep] for name in layout.NWB_CELL_TABLE_EXTRAS},
             "valid_roi": self._cell_ids[2][keep],
             "roi_mask": self._per_cell(self._array("roi_mask")[keep]),
         }
@@ -205,7 +205,7 @@ class Experiment:
         attrs = self._group[name].attrs
         if "spacing" not in attrs:
             raise NwbError(f"experiment {self.ophys_experiment_id}: '{name}' in {self.path} has no spacing; the store"
-                           " was written without the task step: extract it again")
+                           " was written by an earlier version: extract it again")
         return Image(self._array(name), tuple(attrs["spacing"]), attrs["unit"])
 
     @cached_property

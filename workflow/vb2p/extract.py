@@ -10,10 +10,13 @@ Store layout (`results/zarr/<ophys_experiment_id>.zarr`):
     cell_specimen_id (cell,)       int64; -1 where the cell was not matched across sessions (AllenSDK: NaN)
     valid_roi       (cell,)        bool; ophys_cells_table and AllenSDK's dff_traces hold the valid ROIs only
     roi_x, roi_y, roi_width, roi_height (cell,)  int64 bounding box of each mask
+    mask_image_plane (cell,) int64, max_correction_down/left/right/up (cell,) float64: the rest of AllenSDK's
+                                   cell_specimen_table
     roi_mask        (cell, y, x)   bool, full frame, compressed (it is almost all zeros)
-    max_projection, average_image (y, x) uint8, in their true shape (Scientifica planes are not square)
-    events, filtered_events (time, cell)  detected events and AllenSDK's filtered events, dff's dtype and chunks,
-                                   compressed; events_lambda, events_noise_std (cell,)  (vb2p.task)
+    max_projection, average_image (y, x) uint8, in their true shape (Scientifica planes are not square); attributes
+                                   spacing (mm per pixel) and unit, as AllenSDK's Image has them
+    events          (time, cell)   float64 detected events, the file's compressed chunks moved as they are;
+                                   events_lambda, events_noise_std (cell,)  (vb2p.task, vb2p.chunks)
     task/<table>.parquet           stimulus_presentations, trials, running_speed, raw_running_speed, licks, rewards,
                                    stimulus_timestamps, eye_tracking (when the file has it): AllenSDK's tables
     root attributes: experiment, session, container, mouse and rig metadata; has_task and the task's counts;
@@ -184,6 +187,7 @@ class Plane:
     masks: h5py.Dataset  # (n_table_rows, height, width) bool
     max_projection: np.ndarray  # (height, width) uint8
     average_image: np.ndarray
+    image_spacing_mm: dict[str, float]  # mm per pixel of each image
 
     @property
     def n_frames(self) -> int:
@@ -214,7 +218,11 @@ def read_plane(f: h5py.File, experiment_id: int, where: str) -> Plane:
         "cell_specimen_id": table["cell_specimen_id"][:][order].astype(np.int64),
         "valid_roi": table["valid_roi"][:][order].astype(bool),
         **{f"roi_{column}": table[column][:][order].astype(np.int64) for column in ("x", "y", "width", "height")},
+        **{name: table[name][:][order].astype(np.int64 if name == "mask_image_plane" else np.float64)
+           for name in layout.NWB_CELL_TABLE_EXTRAS},
     }
+    images = {name: _require(f, path, where) for name, path in (("max_projection", layout.NWB_MAX_PROJECTION),
+                                                                  ("average_image", layout.NWB_AVERAGE_IMAGE))}
     return Plane(
         metadata=metadata,
         timestamps=timestamps,
@@ -222,8 +230,10 @@ def read_plane(f: h5py.File, experiment_id: int, where: str) -> Plane:
         roi_order=order,
         cells=cells,
         masks=table["image_mask"],
-        max_projection=_require(f, layout.NWB_MAX_PROJECTION, where)[:].astype(np.uint8),
-        average_image=_require(f, layout.NWB_AVERAGE_IMAGE, where)[:].astype(np.uint8),
+        max_projection=images["max_projection"][:].astype(np.uint8),
+        average_image=images["average_image"][:].astype(np.uint8),
+        # AllenSDK's Image spacing: the NWB resolution x 10, in mm (nwb_utils.get_image)
+        image_spacing_mm={name: float(image.attrs["resolution"]) * 10 for name, image in images.items()},
     )
 
 
@@ -274,7 +284,7 @@ def write_store(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, ex
     summary = {**plane_summary(plane, experiment_id), **copy_task(f, group, partial, plane, where, options)}
     with writing(partial):
         read = {"transfer": transfer.as_record()} if transfer is not None else {}  # every read done by now
-        group.attrs.update(store_attributes(summary, plane.metadata, {**provenance, **read}, options))
+        group.update_attributes(store_attributes(summary, plane.metadata, {**provenance, **read}, options))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
             zarr.consolidate_metadata(str(partial))
@@ -304,6 +314,7 @@ CELL_ARRAY_ATTRIBUTES = {
     },
     "valid_roi": {"long_name": "ROI passed Allen's classification"},
     **{f"roi_{c}": {"long_name": f"mask bounding box {c}"} for c in ("x", "y", "width", "height")},
+    **{name: {"long_name": f"cell table {name}"} for name in layout.NWB_CELL_TABLE_EXTRAS},
 }
 
 
@@ -318,7 +329,9 @@ def write_ids_and_images(group: zarr.Group, plane: Plane, options: ExtractionOpt
                options)[...] = values
     for name in ("max_projection", "average_image"):
         image = getattr(plane, name)
-        _array(group, name, image.shape, "uint8", image.shape, ["y", "x"], {}, options)[...] = image
+        spacing = plane.image_spacing_mm[name]
+        _array(group, name, image.shape, "uint8", image.shape, ["y", "x"], {"spacing": [spacing, spacing], "unit": "mm"},
+               options)[...] = image
 
 
 def copy_masks(group: zarr.Group, partial: Path, plane: Plane, where: str, options: ExtractionOptions) -> None:
@@ -364,7 +377,7 @@ def copy_task(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, wher
     there, so an OS error is told apart by its kind: no space, quota or a read-only file system can only be the
     store's."""
     try:
-        return write_task(f, group, partial, plane.roi_order, where, options.dff_dtype, options.block_bytes)
+        return write_task(f, group, partial, plane.roi_order, where, options.block_bytes)
     except OSError as error:
         if error.errno in WRITE_ERRNOS:
             with writing(partial):

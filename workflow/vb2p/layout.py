@@ -52,6 +52,9 @@ NWB_DFF_ROIS = "/processing/ophys/dff/traces/rois"
 NWB_CELL_TABLE = "/processing/ophys/image_segmentation/cell_specimen_table"
 NWB_MAX_PROJECTION = "/processing/ophys/images/max_projection"
 NWB_AVERAGE_IMAGE = "/processing/ophys/images/average_image"
+# The rest of AllenSDK's cell_specimen_table, stored as they are (int64 for the plane, float64 for the corrections).
+NWB_CELL_TABLE_EXTRAS = ("mask_image_plane", "max_correction_down", "max_correction_left", "max_correction_right",
+                         "max_correction_up")
 NWB_METADATA = "/general/metadata"
 NWB_IMAGING_PLANE = "/general/optophysiology/imaging_plane_1"
 NWB_SUBJECT = "/general/subject"

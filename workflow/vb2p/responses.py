@@ -796,7 +796,7 @@ def write_experiment_responses(experiment, out_path: str | Path, params: Respons
             n_cells = traces.ids.size if traces.cell_roi_id is not None else n_cells
             del traces  # one data type in memory at a time
         root = zarr.open_group(partial, mode="a", zarr_format=3)
-        root.attrs.update(
+        root.update_attributes(
             {
                 "metadata": {key: _json_value(value) for key, value in metadata.items()},
                 "responses": {key: _json_value(value) for key, value in asdict(params).items()},

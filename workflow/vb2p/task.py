@@ -3,18 +3,15 @@
 
 Storage, added to the store that vb2p.extract writes (`results/zarr/<ophys_experiment_id>.zarr`):
 
-    events (time, cell)                   the events of every ROI, in dff's ROI order and time chunks, compressed
-                                          (zstd 1 without shuffle: they are mostly zeros; 9 MB at 140,000 frames x 200
-                                          ROIs). dtype: the store's dF/F dtype, so one switch sets the precision of
-                                          every trace: float32 by default (7 significant digits, finer than the
-                                          detection itself), float64 when the store is asked to be lossless. NaN
-                                          columns: ROIs without events (AllenSDK drops them). filtered_events are not
-                                          stored: like AllenSDK, vb2p.experiment computes them when they are read
-                                          (filtered_events(), a causal filter: 0.4 s for that size), since storing them
-                                          tripled the task's cost of extraction (they are dense and compress poorly)
+    events (time, cell)                   float64, the events of every ROI in dff's ROI order, as the file stores them:
+                                          AllenSDK's values bit for bit, its deflate-compressed chunks moved into
+                                          the store's shards without inflating them (vb2p.chunks: 3.5 MB at 140,000
+                                          frames x 200 ROIs). NaN columns: ROIs without events (AllenSDK drops them).
+                                          filtered_events are not stored: like AllenSDK, vb2p.experiment computes
+                                          them when they are read (filtered_events(), a causal filter: 0.4 s for that
+                                          size), since storing them tripled the task's cost of extraction (they are
+                                          dense and compress poorly)
     events_lambda, events_noise_std (cell)  float64, the detection's lambda and noise_std; NaN without events
-    mask_image_plane, max_correction_down/left/right/up (cell)  the rest of AllenSDK's cell_specimen_table
-    max_projection, average_image          attributes spacing (mm per pixel) and unit, as AllenSDK's Image has them
     task/<name>.parquet                    one table per file (pyarrow): stimulus_presentations, trials,
                                            running_speed, raw_running_speed, licks, rewards, stimulus_timestamps and,
                                            when the file has eye tracking, eye_tracking. A directory without zarr.json
@@ -50,9 +47,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from zarr.codecs import BloscCodec
 
-from vb2p import layout
+from vb2p import chunks, layout
 from vb2p.errors import NwbError
 
 log = logging.getLogger(__name__)
@@ -67,9 +63,6 @@ NWB_STIMULUS_TIMESTAMPS = "/processing/stimulus/timestamps/timestamps"
 NWB_EVENTS = "/processing/ophys/event_detection"
 NWB_EYE_TRACKING = "/acquisition/EyeTracking"
 NWB_TASK_PARAMETERS = "/general/task_parameters"
-NWB_IMAGES = "/processing/ophys/images"
-NWB_CELL_TABLE_EXTRAS = ("mask_image_plane", "max_correction_down", "max_correction_left", "max_correction_right",
-                         "max_correction_up")  # cell table columns vb2p.extract does not store
 
 TASK_DIR = "task"
 # AllenSDK's Presentations: these columns first, in this order (allensdk.core.dataframe_utils.enforce_df_column_order).
@@ -351,15 +344,13 @@ def filtered_events(events: np.ndarray, frame_rate: float) -> np.ndarray:
     return signal.lfilter(events_filter(frame_rate), [1.0], events, axis=0)
 
 
-# Sparse events compress best as they are: byte shuffling splits the zero runs (measured: ratio 11.8 and 2.8 ms per
-# 3072 x 200 float32 chunk, against 8.1 and 8.1 ms for the store's zstd 3 with shuffle).
-EVENTS_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle")
-
-
-def _write_events(f: h5py.File, group: zarr.Group, roi_order: np.ndarray, where: str, dtype: str,
+def _write_events(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.ndarray, where: str,
                   block_bytes: int) -> np.ndarray:
-    """events (time, cell) in dff's ROI order and chunks, streamed in blocks of whole chunks (memory does not grow
-    with the session), with lambda and noise_std. Returns which ROIs have events."""
+    """events (time, cell) in dff's ROI order, as the file stores them (float64 in its chunks, deflate-compressed:
+    vb2p.chunks moves the compressed chunks as they are), with lambda and noise_std. Returns which ROIs have events.
+
+    Files whose event columns are not dff's ROIs in dff's order, or whose chunks are not plain deflate, are read and
+    written in bands of whole shards (memory does not grow with the session) into the same array layout."""
     detection = f[NWB_EVENTS]
     data = detection["data"]
     event_rows = detection["rois"][:].astype(np.int64)
@@ -376,32 +367,23 @@ def _write_events(f: h5py.File, group: zarr.Group, roi_order: np.ndarray, where:
                            dimension_names=["cell"], fill_value=np.nan,
                            attributes={"long_name": f"event detection {source[:-1]}"})
 
-    events = group.create_array(
-        "events", shape=(n_frames, n_rois), dtype=dtype, chunks=dff.chunks, compressors=EVENTS_CODEC,
-        dimension_names=["time", "cell"], fill_value=np.nan,
-        attributes={"coordinates": dff.attrs["coordinates"],
-                    "long_name": "detected events: rise of calcium transients, magnitude ~ dF/F increase; NaN: no events"},
+    move = in_order and chunks.movable(data) and data.dtype == np.float64
+    events = chunks.sharded_array(
+        group, "events", (n_frames, n_rois), np.float64, data.chunks if move else dff.chunks, block_bytes,
+        float(data.fillvalue) if move else 0.0, ["time", "cell"],
+        {"coordinates": dff.attrs["coordinates"],
+         "long_name": "detected events: rise of calcium transients, magnitude ~ dF/F increase; NaN: no events"},
     )
-    time_chunk = dff.chunks[0]
-    rows_per_block = max(1, block_bytes // (8 * max(1, len(event_rows))) // time_chunk) * time_chunk
-    for start in range(0, n_frames, rows_per_block):
-        values = data[start : start + rows_per_block]  # whole rows: the gzip chunks of a band of frames
-        values = values if in_order else _in_store_order(values, columns)
-        events[start : start + len(values)] = values.astype(dtype, copy=False)
+    if move:
+        chunks.move_chunks(data, events, store_dir / "events")
+    else:
+        log.info("%s: events are not movable as stored (chunks %s, ROIs in order: %s): inflating them",
+                 where, data.chunks, in_order)
+        band = events.shards[0]
+        for start in range(0, n_frames, band):
+            values = data[start : start + band]
+            events[start : start + len(values)] = values if in_order else _in_store_order(values, columns)
     return columns >= 0
-
-
-def _write_allensdk_extras(f: h5py.File, group: zarr.Group, roi_order: np.ndarray) -> None:
-    """What AllenSDK's cell_specimen_table and images carry beyond vb2p.extract's store."""
-    table = f[layout.NWB_CELL_TABLE]
-    for name in NWB_CELL_TABLE_EXTRAS:
-        values = table[name][:][roi_order].astype("int64" if name == "mask_image_plane" else "float64")
-        group.create_array(name, data=values, chunks=values.shape, dimension_names=["cell"],
-                           attributes={"long_name": f"cell table {name}"})
-    for image in ("max_projection", "average_image"):
-        resolution = float(f[f"{NWB_IMAGES}/{image}"].attrs["resolution"])
-        # AllenSDK: spacing = resolution * 10, in mm (nwb_utils.get_image).
-        group[image].attrs.update({"spacing": [resolution * 10, resolution * 10], "unit": "mm"})
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
@@ -423,20 +405,19 @@ def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
     return table
 
 
-def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.ndarray, where: str, dff_dtype: str,
+def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.ndarray, where: str,
                block_bytes: int = 32 * 1024 * 1024) -> dict:
-    """Add the task, the events and the rest of AllenSDK's cell table to a store vb2p.extract is writing, once its
-    arrays are there (events take dff's chunks and the store's codec).
+    """Add the task and the events to a store vb2p.extract is writing, once its
+    arrays are there (events take dff's time coordinate).
 
     roi_order: rows of the NWB cell table in dff's column order, so events line up with dff. block_bytes bounds the
-    float64 events read at a time (vb2p.extract's ExtractionOptions.block_bytes). Returns a summary for the log and
+    float64 events held at a time (vb2p.extract's ExtractionOptions.block_bytes). Returns a summary for the log and
     the index (also stored as root attributes).
     """
     store_dir = Path(store_dir)
     roi_order = np.asarray(roi_order, dtype=np.int64)
-    _write_allensdk_extras(f, group, roi_order)
     if NWB_EVENTS in f:
-        with_events = _write_events(f, group, roi_order, where, dff_dtype, block_bytes)
+        with_events = _write_events(f, group, store_dir, roi_order, where, block_bytes)
         without = int(np.sum(group["valid_roi"][...] & ~with_events))
         if without:
             log.warning("%s: %d valid ROIs have no events (AllenSDK leaves them out of `events`)", where, without)
@@ -475,5 +456,5 @@ def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.n
         "n_event_rois": int(with_events.sum()),
     }
     # Root attributes, like n_frames: the index reads them.
-    group.attrs.update({**summary, "task_tables": list(tables), "task_parameters": parameters})
+    group.update_attributes({**summary, "task_tables": list(tables), "task_parameters": parameters})
     return summary
