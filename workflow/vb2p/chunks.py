@@ -14,6 +14,10 @@ A block whose stream Blosc would misread (one exactly the block's size: Blosc co
 or that HDF5 stored with its filter skipped, is kept as its plain bytes; HDF5 chunks the file never wrote are blocks of
 the fill value. A dataset whose chunks are not plain deflate of little-endian numbers is not movable: vb2p.task writes
 it through zarr in the same array layout.
+
+Streams are not inflated here, so a damaged one would show only when the events are read: what guards them is the
+file's BLAKE2b check against the release before extraction (and, for ranged reads, the version id and ETag pinned on
+every request), as for every other byte the store holds.
 """
 
 from __future__ import annotations
