@@ -387,9 +387,13 @@ def _write_events(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: n
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Parquet with the pandas index; dictionary encoding for text only (it slows float columns 2-3x, for nothing)."""
+    """Parquet with the pandas index; dictionary encoding for text only (it slows float columns 2-3x, for nothing),
+    float columns not compressed: measured values do not compress (eye tracking: 46.1 MB with snappy, 47.2 MB
+    without) and compressing them is a quarter of the write."""
     arrow = pa.Table.from_pandas(table)
-    pq.write_table(arrow, path, use_dictionary=[field.name for field in arrow.schema if pa.types.is_string(field.type)])
+    pq.write_table(arrow, path, use_dictionary=[field.name for field in arrow.schema if pa.types.is_string(field.type)],
+                   compression={field.name: "none" if pa.types.is_floating(field.type) else "snappy"
+                                for field in arrow.schema})
 
 
 def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
