@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from unittest import mock
 
 import h5py
 import numcodecs
@@ -65,7 +66,7 @@ def test_only_codecs_of_the_zarr_v3_specification(tmp_path):
 def test_a_frame_holds_zlib_streams_and_plain_blocks_that_blosc_reads_in_order():
     blocks = [sparse_events(CHUNKS, seed=seed) for seed in (3, 4, 5)]
     streams = [zlib.compress(blocks[0].tobytes(), 4), blocks[1].tobytes(), zlib.compress(blocks[2].tobytes(), 9)]
-    frame = chunks.blosc_frame(streams, blocks[0].nbytes, 8)
+    frame = chunks.blosc_frame(streams, blocks[0].nbytes)
     assert all(stream in frame for stream in streams)
     assert len(frame) == 16 + 3 * 4 + sum(4 + len(stream) for stream in streams)
     assert numcodecs.Blosc().decode(frame) == b"".join(block.tobytes() for block in blocks)
@@ -105,6 +106,26 @@ def test_chunks_never_written_read_as_the_fill_value_and_skipped_filters_are_com
         np.testing.assert_array_equal(data[...], expected)  # what h5py reads
         array = moved(tmp_path, data)
     np.testing.assert_array_equal(array[...], expected)
+
+
+def test_an_edge_chunk_stored_unfiltered_is_moved_as_its_bytes(tmp_path):
+    """HDF5's H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS stores edge chunks raw with filter mask 0 (h5py cannot set the
+    option: the chunk is written so directly)."""
+    values = sparse_events(SHAPE, seed=2)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        dataset = f.create_dataset("events", data=values, chunks=CHUNKS, compression="gzip")
+        edge = np.zeros(CHUNKS)
+        edge[: SHAPE[0] - 896] = values[896:, :5]
+        dataset.id.write_direct_chunk((896, 0), edge.tobytes(), filter_mask=0)
+        array = moved(tmp_path, dataset)
+    np.testing.assert_array_equal(array[...], values)
+
+
+def test_chunks_too_large_for_a_blosc_block_are_not_movable(tmp_path):
+    data = dataset_file(tmp_path / "a.h5", np.zeros((8, 8)), chunks=(4, 4))
+    assert chunks.movable(data)
+    with mock.patch.object(chunks, "BLOSC_MAX_BLOCK", 4 * 4 * 8 - 1):
+        assert not chunks.movable(data)
 
 
 @pytest.mark.parametrize("options", [{"shuffle": True}, {"fletcher32": True}, {"compression": "lzf"},

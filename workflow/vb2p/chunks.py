@@ -42,6 +42,9 @@ BLOSC_ZLIB_VERSION_FORMAT = 1
 BLOSC_DONT_SPLIT = 0x10  # a block is one stream, not one per byte of the type
 BLOSC_ZLIB_FORMAT = 3  # the compressor, in bits 5-7 of the flags
 DEFLATE_LEVEL = 4  # AllenSDK's (h5py's gzip default)
+# c-blosc 1.x reads frames of less than 2 GiB and blocks up to ~680 MiB: far above h5py's chunks (<= 1 MiB) and a band.
+BLOSC_MAX_FRAME = 2**31 - 2**20
+BLOSC_MAX_BLOCK = 2**28
 NO_CHUNK = np.iinfo(np.uint64).max  # the shard index's "chunk not stored": read as the fill value
 
 
@@ -49,6 +52,8 @@ def movable(dataset: h5py.Dataset) -> bool:
     """True when the dataset's chunks can be moved as they are: 2-D, chunked, little-endian numbers, deflate the only
     filter (no shuffle, checksum or scale-offset)."""
     if dataset.ndim != 2 or dataset.chunks is None or dataset.dtype.kind not in "fiu":
+        return False
+    if dataset.chunks[0] * dataset.chunks[1] * dataset.dtype.itemsize > BLOSC_MAX_BLOCK:
         return False
     if not dataset.dtype.str.startswith("<"):
         return False
@@ -63,7 +68,9 @@ def sharded_array(group: zarr.Group, name: str, shape: tuple[int, int], dtype, b
     so that the HDF5 chunks of that shape can be moved into it (move_chunks)."""
     itemsize = np.dtype(dtype).itemsize
     shard_columns = math.ceil(shape[1] / block[1]) * block[1]
-    blocks_per_band = max(1, min(band_bytes // (itemsize * shard_columns * block[0]), math.ceil(shape[0] / block[0])))
+    block_bytes = block[0] * block[1] * itemsize
+    blocks_per_band = max(1, min(band_bytes // (itemsize * shard_columns * block[0]), math.ceil(shape[0] / block[0]),
+                                 BLOSC_MAX_FRAME // block_bytes))
     chunks = (blocks_per_band * block[0], block[1])
     codec = BloscCodec(cname="zlib", clevel=DEFLATE_LEVEL, shuffle="noshuffle", typesize=itemsize)
     serializer = ShardingCodec(chunk_shape=chunks, codecs=[BytesCodec(endian="little"), codec],
@@ -73,15 +80,16 @@ def sharded_array(group: zarr.Group, name: str, shape: tuple[int, int], dtype, b
                               dimension_names=dimension_names, attributes=attributes)
 
 
-def blosc_frame(blocks: list[bytes], blocksize: int, typesize: int) -> bytes:
+def blosc_frame(blocks: list[bytes], blocksize: int) -> bytes:
     """The Blosc frame of len(blocks) blocks of blocksize bytes each, every one a zlib stream (or, when exactly
-    blocksize long, the block's bytes as they are)."""
+    blocksize long, the block's bytes as they are). The header's typesize is 1: without shuffling it only says how a
+    block splits into streams, and with 1 even Blosc readers older than the don't-split flag read one stream."""
     starts, end = [], BLOSC_HEADER.size + 4 * len(blocks)
     for block in blocks:
         starts.append(end)
         end += 4 + len(block)
     header = BLOSC_HEADER.pack(BLOSC_VERSION_FORMAT, BLOSC_ZLIB_VERSION_FORMAT, BLOSC_DONT_SPLIT | BLOSC_ZLIB_FORMAT << 5,
-                               typesize, blocksize * len(blocks), blocksize, end)
+                               1, blocksize * len(blocks), blocksize, end)
     body = b"".join(struct.pack("<i", len(block)) + block for block in blocks)
     return header + struct.pack(f"<{len(blocks)}i", *starts) + body
 
@@ -102,9 +110,12 @@ def _block(dataset: h5py.Dataset, offset: tuple[int, int], stored: set, blocksiz
     if offset not in stored:
         return fill
     filter_mask, data = dataset.id.read_direct_chunk(offset)
-    if filter_mask:  # the chunk was stored with deflate skipped: these are its bytes
+    if filter_mask or len(data) != blocksize:  # its bytes when deflate was skipped (filter mask), else its stream
         return data
-    return zlib.decompress(data) if len(data) == blocksize else data
+    try:  # a stream as long as the block, which Blosc would copy as it is
+        return zlib.decompress(data)
+    except zlib.error:  # an edge chunk HDF5 stored unfiltered (H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS): its bytes
+        return data
 
 
 def move_chunks(dataset: h5py.Dataset, array: zarr.Array, array_dir: Path) -> None:
@@ -115,7 +126,7 @@ def move_chunks(dataset: h5py.Dataset, array: zarr.Array, array_dir: Path) -> No
             and array.chunks[1] == block[1] and array.chunks[0] % block[0] == 0):
         raise ValueError(f"{dataset.name}: chunks {block} of {dataset.dtype} cannot be moved into {array.chunks}")
     chunks, shards = array.chunks, array.shards
-    itemsize, blocksize = dataset.dtype.itemsize, block[0] * block[1] * dataset.dtype.itemsize
+    blocksize = block[0] * block[1] * dataset.dtype.itemsize
     fill_bytes = np.full(block, dataset.fillvalue, dtype=dataset.dtype).tobytes()
     fill = zlib.compress(fill_bytes, DEFLATE_LEVEL)
     fill = fill if len(fill) != blocksize else fill_bytes
@@ -129,7 +140,7 @@ def move_chunks(dataset: h5py.Dataset, array: zarr.Array, array_dir: Path) -> No
             offsets = [(first + k * block[0], column * block[1]) for k in range(chunks[0] // block[0])]
             if stored.intersection(offsets):  # else the whole chunk is the fill value: not stored
                 blocks = [_block(dataset, offset, stored, blocksize, fill) for offset in offsets]
-                frames[row, column] = blosc_frame(blocks, blocksize, itemsize)
+                frames[row, column] = blosc_frame(blocks, blocksize)
         if frames:
             path = array_dir / array.metadata.encode_chunk_key((band, 0))
             path.parent.mkdir(parents=True, exist_ok=True)
