@@ -411,8 +411,8 @@ def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
 
 def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.ndarray, where: str,
                block_bytes: int = 32 * 1024 * 1024) -> dict:
-    """Add the task and the events to a store vb2p.extract is writing, once its
-    arrays are there (events take dff's time coordinate).
+    """Add the task and the events to a store vb2p.extract is writing, once its arrays are there (events take dff's
+    time coordinate).
 
     roi_order: rows of the NWB cell table in dff's column order, so events line up with dff. block_bytes bounds the
     float64 events held at a time (vb2p.extract's ExtractionOptions.block_bytes). Returns a summary for the log and
