@@ -98,7 +98,8 @@ def test_every_step_of_the_workflow_can_be_run_by_hand():
     rules = set(re.findall(r"^\s*(?:rule|checkpoint) (\w+):", "".join(
         p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")), flags=re.M))
     by_hand = {"demo_release": "demo-release", "sync_metadata": "sync", "release_overview": "overview",
-               "select_experiments": "select", "download_experiment": "download", "extract_experiment": "extract",
+               "select_experiments": "select", "download_experiment": "download", "session_task": "session-task",
+               "extract_experiment": "extract",
                "zarr_index": "index", "container_alignment": "alignment", "session_population": "population",
                "cell_counts": "cell-counts", "behavior_session": "behavior", "behavior_performance": "behavior-performance",
                "stimulus_responses": "responses", "response_table": "response-table", "platform_figures": "platform"}

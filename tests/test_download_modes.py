@@ -3,6 +3,7 @@ reads only the datasets it needs from the pinned S3 object): the same stores, fr
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,3 +103,38 @@ def test_a_local_mirror_and_s3_datasets_mode_give_the_same_workflow_results(tmp_
     assert (moved["mode"] == "datasets").all() and (moved.bytes_moved > 0).all()
     log = (tmp_path / "s3_datasets" / "results/logs/zarr_index.log").read_text()
     assert f"moved {moved.bytes_moved.sum() / 1e6:.1f} MB in {moved.requests.sum()} requests" in log
+
+
+def test_the_planes_of_a_mesoscope_session_share_its_task_read_once(tmp_path, s3_release, demo_root):
+    """One session of 4 planes in datasets mode: the task's datasets are read once, by rule session_task; each plane
+    reads its own datasets and the few that check the task is its own, and its store equals the one extraction
+    writes from the whole file by itself."""
+    from vb2p import results, task
+    from vb2p.extract import extract_experiment
+    from vb2p.remote import PLANE_READS, TASK_READS, dataset_ranges, datasets_under
+
+    experiments = pd.read_csv(demo_root / layout.metadata_key("ophys_experiment_table"))
+    session = int(experiments[experiments.equipment_name == "MESO.1"].ophys_session_id.iloc[0])
+    planes = sorted(experiments[experiments.ophys_session_id == session].ophys_experiment_id)
+    assert len(planes) == 4
+    s3 = {"url": f"s3://{BUCKET}/{layout.RELEASE_PREFIX}", "endpoint_url": s3_release}
+    result = run_workflow(tmp_path / "w", {"release": s3, "cache_dir": str(tmp_path / "cache"), "download": {"mode": "datasets"},
+                                           "selection": {"filters": {"ophys_session_id": session}}}, str(results.ZARR_INDEX))
+    assert result.returncode == 0, result.stderr[-3000:]
+    work = tmp_path / "w"
+    assert [p.name for p in (work / "results/logs/session_task").iterdir()] == [f"{session}.log"]
+    assert f"task from experiment {planes[0]}" in (work / f"results/logs/session_task/{session}.log").read_text()
+    tables = sorted((work / results.session_task(session)).glob("*.parquet"))
+    assert len(tables) == 8  # with eye tracking
+    moved = pd.read_csv(work / results.TRANSFERS).set_index("ophys_experiment_id").bytes_moved
+    for plane in planes:
+        store = work / results.store(plane)
+        assert all((store / task.TASK_DIR / table.name).samefile(table) for table in tables)
+        nwb = demo_root / layout.experiment_key(plane)
+        extract_experiment(nwb, tmp_path / f"{plane}.zarr", plane)
+        assert_same_store(store, tmp_path / f"{plane}.zarr")
+        with h5py.File(nwb, "r") as f:
+            plane_bytes, task_bytes = (sum(end - start for d in datasets_under(f, reads) for start, end in dataset_ranges(d))
+                                       for reads in (PLANE_READS, TASK_READS))
+        # measured: its datasets + 0.6 MB of HDF5 metadata and read-ahead; reading the task too would add 2.6 MB
+        assert moved[plane] < plane_bytes + task_bytes / 2, (moved[plane], plane_bytes, task_bytes)

@@ -25,7 +25,7 @@ from conftest import DATA, REPO
 from vb2p import layout, task
 from vb2p.errors import NwbError
 from vb2p.experiment import open_experiment
-from vb2p.extract import ExtractionOptions, extract_experiment
+from vb2p.extract import ExtractionOptions, extract_experiment, extract_session_task
 
 TASK_DATA = DATA / "allensdk_nwb" / "task"
 REFERENCE = TASK_DATA / "ref_task_scientifica.nwb"
@@ -277,6 +277,12 @@ def test_a_file_without_a_task_gives_has_task_false(tmp_path, task_store, caplog
     assert len(experiment.events) == 12 and experiment.eye_tracking.empty
     with pytest.raises(NwbError, match=f"experiment {REFERENCE_ID} has no task"):
         experiment.trials
+    # The same through the session's task, as the workflow runs it.
+    record = extract_session_task(nwb, tmp_path / "task", REFERENCE_ID, session_of(nwb))
+    assert record["has_task"] is False and record["task_tables"] == [] and record["fingerprint"] is None
+    extract_experiment(nwb, tmp_path / "via_session.zarr", REFERENCE_ID, session_task=tmp_path / "task")
+    assert task_attributes(tmp_path / "via_session.zarr") == task_attributes(store)
+    assert not (tmp_path / "via_session.zarr" / task.TASK_DIR).exists()
 
 
 def test_the_ophys_only_reference_holds_a_small_task_read_as_allensdk_does(task_store):
@@ -288,6 +294,72 @@ def test_the_ophys_only_reference_holds_a_small_task_read_as_allensdk_does(task_
     assert list(experiment.stimulus_presentations.columns).count("end_time") == 2  # as AllenSDK
     assert experiment.trials.lick_times.dtype == np.float64  # as AllenSDK: a float per trial
     assert experiment.get_performance_metrics()["hit_trial_count"] == int(experiment.trials.hit.sum())
+
+
+# ---- one task per session -------------------------------------------------------------------------------------------
+
+
+def session_of(nwb) -> int:
+    with h5py.File(nwb, "r") as f:
+        return int(f[layout.NWB_METADATA].attrs["ophys_session_id"])
+
+
+def task_attributes(store) -> dict:
+    attrs = zarr.open_group(store, mode="r").attrs.asdict()
+    return {key: attrs[key] for key in (*task.task_counts({}), "n_event_rois", "task_tables", "task_parameters")}
+
+
+@pytest.mark.parametrize("nwb_name", ["reference", "with_eye_tracking", "ophys_only"])
+def test_a_store_takes_its_sessions_task_as_it_would_read_it_itself(tmp_path, task_store, eye_nwb, nwb_name):
+    """The workflow's path (rule session_task, then each plane with it) gives the stores the by-itself extraction
+    gives, which the tests above hold to AllenSDK; the tables are the session's files, hard-linked."""
+    nwb = {"reference": REFERENCE, "with_eye_tracking": eye_nwb, "ophys_only": OPHYS_REFERENCE}[nwb_name]
+    alone, _ = task_store(nwb)
+    experiment_id = int(zarr.open_group(alone, mode="r").attrs["ophys_experiment_id"])
+    session_dir = tmp_path / "task" / str(session_of(nwb))
+    record = extract_session_task(nwb, session_dir, experiment_id, session_of(nwb))
+    assert record["task_tables"] == task_attributes(alone)["task_tables"] and record["ophys_experiment_id"] == experiment_id
+    assert not list(session_dir.parent.glob(".*partial"))
+    store = tmp_path / f"{experiment_id}.zarr"
+    extract_experiment(nwb, store, experiment_id, session_task=session_dir)
+    assert task_attributes(store) == task_attributes(alone)
+    assert ("eye_tracking" in record["task_tables"]) == (nwb_name == "with_eye_tracking")
+    for name in record["task_tables"]:
+        path = store / task.TASK_DIR / f"{name}.parquet"
+        assert path.stat().st_ino == (session_dir / f"{name}.parquet").stat().st_ino  # one file, not a copy
+        pd.testing.assert_frame_equal(task.read_stored_table(store, name), task.read_stored_table(alone, name))
+
+
+def test_a_plane_whose_task_differs_from_its_sessions_reads_its_own(tmp_path, caplog):
+    """No silent wrong result: a file of another session, or of the same session with other trials (a reprocessed
+    file), is not given the session's tables; its own are read, and the log says why."""
+    session = session_of(REFERENCE)
+    session_dir = tmp_path / "task"
+    extract_session_task(REFERENCE, session_dir, REFERENCE_ID, session)
+    other_trials, other_session = tmp_path / "other_trials.nwb", tmp_path / "other_session.nwb"
+    for path in (other_trials, other_session):
+        shutil.copyfile(REFERENCE, path)
+    with h5py.File(other_trials, "r+") as f:
+        f[task.NWB_TRIALS]["start_time"][-1] += 0.5
+    with h5py.File(other_session, "r+") as f:
+        f[layout.NWB_METADATA].attrs["ophys_session_id"] = session + 1
+    for nwb, why in ((other_trials, "differs from this file's task"), (other_session, f"of session {session}, this")):
+        store = tmp_path / f"{nwb.stem}.zarr"
+        with caplog.at_level(logging.WARNING, logger="vb2p.task"):
+            extract_experiment(nwb, store, REFERENCE_ID, session_task=session_dir)
+        assert any(WHERE in r.message and why in r.message and "own task" in r.message for r in caplog.records), why
+        assert (store / task.TASK_DIR / "trials.parquet").stat().st_ino != (session_dir / "trials.parquet").stat().st_ino
+    trials = task.read_stored_table(tmp_path / "other_trials.zarr", "trials")
+    assert trials.start_time.iloc[-1] == pd.read_parquet(session_dir / "trials.parquet").start_time.iloc[-1] + 0.5
+
+
+def test_a_session_task_from_a_file_of_another_session_or_experiment_fails(tmp_path):
+    session = session_of(REFERENCE)
+    with pytest.raises(NwbError, match=f"{WHERE} of session {session + 1} .*ophys_session_id is {session}"):
+        extract_session_task(REFERENCE, tmp_path / "task", REFERENCE_ID, session + 1)
+    with pytest.raises(NwbError, match=f"experiment 5 of session {session} .*ophys_experiment_id is {REFERENCE_ID}"):
+        extract_session_task(REFERENCE, tmp_path / "task", 5, session)
+    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 def _replace(group: h5py.Group, name: str, data) -> None:

@@ -52,6 +52,21 @@ def test_demo_run_syncs_selects_and_extracts_every_selected_experiment(tmp_path)
     for line in index[1:]:
         assert (tmp_path / "results/zarr" / line.split(",")[1]).is_dir()
     assert (tmp_path / "results/qc/cell_count_mismatches.csv").read_text().startswith("ophys_experiment_id,")
+    # Each session's task is read once and every plane's store holds those files (Mesoscope sessions of several
+    # planes: test_download_modes).
+    import pandas as pd
+
+    experiments = pd.read_csv(tmp_path / "results/selection/experiments.csv")
+    planes = experiments.groupby("ophys_session_id").ophys_experiment_id.agg(list)
+    assert sorted(p.stem for p in (tmp_path / "results/logs/session_task").glob("*.log")) == sorted(map(str, planes.index))
+    for session_id, experiment_ids in planes.items():
+        tables = sorted((tmp_path / f"results/task/{session_id}").glob("*.parquet"))
+        assert {t.stem for t in tables} >= {"stimulus_presentations", "trials", "running_speed", "eye_tracking"}
+        for experiment_id in experiment_ids:
+            for table in tables:
+                assert (tmp_path / f"results/zarr/{experiment_id}.zarr/task/{table.name}").samefile(table)
+            log = (tmp_path / f"results/logs/extract_experiment/{experiment_id}.log").read_text()
+            assert "own task" not in log, log
 
 
 def test_an_empty_selection_stops_the_run_with_a_message(tmp_path, demo_root):
@@ -87,14 +102,17 @@ def test_a_corrupt_nwb_fails_its_experiment_and_keep_going_finishes_the_others(t
     result = snakemake("-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "w"), "--configfile", str(tmp_path / "c.yaml"),
                        "--cores", "2", "--keep-going")
     assert result.returncode != 0
-    selected = (tmp_path / "w/results/selection/experiments.csv").read_text().splitlines()[1:]
-    ids = [line.split(",")[0] for line in selected]
-    assert victim_id in ids and len(ids) >= 5
-    for experiment_id in ids:
+    import pandas as pd
+
+    selected = pd.read_csv(tmp_path / "w/results/selection/experiments.csv", index_col="ophys_experiment_id")
+    assert int(victim_id) in selected.index and len(selected) >= 5
+    for experiment_id in selected.index:
         store = tmp_path / f"w/results/zarr/{experiment_id}.zarr"
-        assert store.exists() == (experiment_id != victim_id), experiment_id
-    log = (tmp_path / f"w/results/logs/extract_experiment/{victim_id}.log").read_text()
-    assert f"experiment {victim_id}" in log and str(victim_path.name) in log
+        assert store.exists() == (experiment_id != int(victim_id)), experiment_id
+    # A Scientifica session has one plane: its task is read from the victim's file first, and that step names it.
+    session_id = selected.ophys_session_id[int(victim_id)]
+    log = (tmp_path / f"w/results/logs/session_task/{session_id}.log").read_text()
+    assert f"experiment {victim_id} of session {session_id}" in log and str(victim_path.name) in log
     assert not list((tmp_path / "w/results/zarr").glob(".*partial"))
 
 
@@ -127,6 +145,9 @@ def test_every_step_by_hand_gives_what_the_workflow_gives(tmp_path, demo_root):
     selected = pd.read_csv(by_hand / "results/selection/experiments.csv")
     for experiment_id in selected.ophys_experiment_id:
         vb2p("download", *mine, "--experiment", str(experiment_id))
+    for session_id in selected.ophys_session_id.unique():
+        vb2p("session-task", *mine, "--session", str(session_id))
+    for experiment_id in selected.ophys_experiment_id:
         vb2p("extract", *mine, "--experiment", str(experiment_id))
     vb2p("index", *mine)
     for container_id in selected.ophys_container_id.unique():

@@ -82,6 +82,8 @@ def _plan(selection_path, modified_ns):
     groups = experiment_groups(read_selection(selection_path))
     return {
         "experiments": stores_of(groups["experiments"]),
+        "session_of": groups["session_of"],
+        "task_sources": groups["task_sources"],
         "responses": [str(results.responses_store(i)) for i in groups["experiments"]],
         "containers": {c: stores_of(ids) for c, ids in groups["containers"].items()},
         "sessions": {s: stores_of(ids) for s, ids in groups["sessions"].items()},
@@ -104,6 +106,26 @@ def container_stores(wildcards):
 
 def session_stores(wildcards):
     return selection_plan()["sessions"][int(wildcards.ophys_session_id)]
+
+
+def session_task_dir(wildcards):
+    """The task of the experiment's session (rule session_task), which its store takes."""
+    experiment = int(wildcards.ophys_experiment_id)
+    session = selection_plan()["session_of"].get(experiment)
+    if session is None:
+        raise WorkflowError(
+            f"experiment {experiment} is not in the selection ({SELECTION}): stores are made for selected "
+            "experiments; widen selection in the config to include it"
+        )
+    return str(results.session_task(session))
+
+
+def task_source(wildcards):
+    return selection_plan()["task_sources"][int(wildcards.ophys_session_id)]
+
+
+def task_source_download(wildcards):
+    return str(results.download_receipt(task_source(wildcards)))
 
 
 def selected_response_stores(wildcards):

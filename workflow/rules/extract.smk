@@ -16,9 +16,28 @@ rule download_experiment:
         "../../scripts/download_experiment.py"
 
 
+rule session_task:
+    input:
+        download=task_source_download,
+    output:
+        task=directory(str(results.session_task("{ophys_session_id}"))),
+    log:
+        f"{LOGS}/session_task/{{ophys_session_id}}.log",
+    benchmark:
+        f"{BENCHMARKS}/session_task/{{ophys_session_id}}.tsv"
+    conda:
+        "../../envs/zarr.yaml"
+    params:
+        config=RELEASE_CONFIG,
+        ophys_experiment_id=task_source,
+    script:
+        "../../scripts/session_task.py"
+
+
 rule extract_experiment:
     input:
         download=str(results.download_receipt("{ophys_experiment_id}")),
+        session_task=session_task_dir,
     output:
         store=directory(str(results.store("{ophys_experiment_id}"))),
     log:

@@ -75,11 +75,21 @@ def _download(args) -> None:
     print(receipt["path"])
 
 
+def _session_task(args) -> None:
+    from vb2p import steps
+
+    source = _groups()["task_sources"][args.session]
+    steps.session_task(_config(args), results.download_receipt(source), source, args.session,
+                       results.session_task(args.session))
+    print(results.session_task(args.session))
+
+
 def _extract(args) -> None:
     from vb2p import steps
 
+    session = _groups()["session_of"][args.experiment]
     steps.extract(_config(args), results.download_receipt(args.experiment), args.experiment,
-                  results.store(args.experiment))
+                  results.store(args.experiment), results.session_task(session))
     print(results.store(args.experiment))
 
 
@@ -220,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("overview", _overview, None, False, "tables that describe the whole release (rule release_overview)"),
         ("select", _select, None, True, "the config's selection of experiments (checkpoint select_experiments)"),
         ("download", _download, "--experiment", True, "one NWB file into the cache (rule download_experiment)"),
-        ("extract", _extract, "--experiment", True, "write one experiment's Zarr store (rule extract_experiment)"),
+        ("session-task", _session_task, "--session", True,
+         "a session's task tables, once for its planes (rule session_task)"),
+        ("extract", _extract, "--experiment", True,
+         "write one experiment's Zarr store, after its session's session-task (rule extract_experiment)"),
         ("index", _index, None, True, "index the selection's stores, cross-check cell counts (rule zarr_index)"),
         ("alignment", _alignment, "--container", True, "a container's sessions aligned (rule container_alignment)"),
         ("population", _population, "--session", True, "mean dF/F of a session's planes (rule session_population)"),

@@ -47,7 +47,7 @@ from zarr.codecs import BloscCodec
 from vb2p import __version__, layout
 from vb2p.errors import NwbError, OutputError
 from vb2p.files import partial_directory, replace_directory
-from vb2p.task import write_task
+from vb2p.task import write_session_task, write_task
 
 log = logging.getLogger(__name__)
 UNMATCHED = layout.UNMATCHED_CELL_SPECIMEN_ID
@@ -237,6 +237,27 @@ def read_plane(f: h5py.File, experiment_id: int, where: str) -> Plane:
     )
 
 
+@contextlib.contextmanager
+def _output_directory(nwb: str | Path | BinaryIO, out_path: Path, where: str):
+    """Open the NWB file and yield it with an empty directory to write into, beside out_path; the directory is
+    renamed to out_path once complete and removed on failure: a killed or failed step never leaves an output that
+    looks finished."""
+    partial = partial_directory(out_path)
+    with reading(where):
+        handle = h5py.File(nwb, "r")
+    try:
+        with handle as f:
+            with writing(partial):
+                shutil.rmtree(partial, ignore_errors=True)  # left half-written by a killed run
+                partial.mkdir(parents=True)
+            yield f, partial
+        with writing(out_path):
+            replace_directory(partial, out_path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def extract_experiment(
     nwb: str | Path | BinaryIO,
     store_path: str | Path,
@@ -244,44 +265,49 @@ def extract_experiment(
     provenance: dict | None = None,
     options: ExtractionOptions = ExtractionOptions(),
     transfer=None,
+    session_task: str | Path | None = None,
 ) -> dict:
     """Write the Zarr store of one experiment; returns a summary (ids, counts, rate) for the index.
 
     nwb: the file's path, or a readable file object (vb2p.remote's ranged reads of an S3 object). transfer: what
-    counts the bytes that file object moves (its `as_record()` goes into the store's provenance).
-    The store is written under a temporary name and renamed when complete: a killed or failed extraction never
-    leaves a store that looks finished.
+    counts the bytes that file object moves (its `as_record()` goes into the store's provenance). session_task: the
+    directory extract_session_task wrote for the experiment's session, whose tables the store takes when they are
+    this file's task (the planes of a Mesoscope session share one); without it, the task is read from this file.
     """
-    store_path = Path(store_path)
     where = f"experiment {ophys_experiment_id} ({nwb})"
-    partial = partial_directory(store_path)
-    with reading(where):
-        handle = h5py.File(nwb, "r")
-    try:
-        with handle as f:
-            with reading(where):
-                plane = read_plane(f, ophys_experiment_id, where)
-            with writing(partial):
-                shutil.rmtree(partial, ignore_errors=True)  # a store half-written by a killed run
-                group = zarr.open_group(partial, mode="w", zarr_format=3)
-            summary = write_store(f, group, partial, plane, ophys_experiment_id, where, provenance or {}, options,
-                                  transfer)
-        with writing(store_path):
-            replace_directory(partial, store_path)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return summary
+    with _output_directory(nwb, Path(store_path), where) as (f, partial):
+        with reading(where):
+            plane = read_plane(f, ophys_experiment_id, where)
+        with writing(partial):
+            group = zarr.open_group(partial, mode="w", zarr_format=3)
+        return write_store(f, group, partial, plane, ophys_experiment_id, where, provenance or {}, options,
+                           transfer, session_task)
+
+
+def extract_session_task(nwb: str | Path | BinaryIO, out_dir: str | Path, ophys_experiment_id: int,
+                         ophys_session_id: int) -> dict:
+    """The task of one session, read once from one of its planes' files (vb2p.task.write_session_task): stimulus
+    presentations, trials, running, licks, rewards and eye tracking are the session's, the same in every plane's
+    file, so a Mesoscope session of 8 planes computes them once instead of 8 times."""
+    where = f"experiment {ophys_experiment_id} of session {ophys_session_id} ({nwb})"
+    with _output_directory(nwb, Path(out_dir), where) as (f, partial):
+        with reading(where):
+            metadata = nwb_metadata(f, where)
+        for key, expected in (("ophys_experiment_id", ophys_experiment_id), ("ophys_session_id", ophys_session_id)):
+            if int(metadata.get(key, expected)) != int(expected):
+                raise NwbError(f"{where}: the file says its {key} is {metadata[key]}")
+        return _task_step(lambda: write_session_task(f, partial, ophys_session_id, ophys_experiment_id, where),
+                          partial, where)
 
 
 def write_store(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, experiment_id: int, where: str,
-                provenance: dict, options: ExtractionOptions, transfer=None) -> dict:
+                provenance: dict, options: ExtractionOptions, transfer=None, session_task: Path | None = None) -> dict:
     """Every array, table and attribute of the store, in the order a reader of this function follows the data."""
     with writing(partial):
         write_ids_and_images(group, plane, options)
     copy_masks(group, partial, plane, where, options)
     copy_traces(group, partial, plane, where, options)
-    summary = {**plane_summary(plane, experiment_id), **copy_task(f, group, partial, plane, where, options)}
+    summary = {**plane_summary(plane, experiment_id), **copy_task(f, group, partial, plane, where, options, session_task)}
     with writing(partial):
         read = {"transfer": transfer.as_record()} if transfer is not None else {}  # every read done by now
         group.update_attributes(store_attributes(summary, plane.metadata, {**provenance, **read}, options))
@@ -371,13 +397,18 @@ def copy_traces(group: zarr.Group, partial: Path, plane: Plane, where: str, opti
     _copy_dff(plane.dff, by_time, by_cell, partial, where, options)
 
 
-def copy_task(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, where: str,
-              options: ExtractionOptions) -> dict:
-    """The task tables, the events and the rest of AllenSDK's cell table (vb2p.task). Reads and writes interleave
-    there, so an OS error is told apart by its kind: no space, quota or a read-only file system can only be the
-    store's."""
+def copy_task(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, where: str, options: ExtractionOptions,
+              session_task: Path | None = None) -> dict:
+    """The task tables, the events and the rest of AllenSDK's cell table (vb2p.task)."""
+    return _task_step(lambda: write_task(f, group, partial, plane.roi_order, where, options.block_bytes, session_task,
+                                         plane.metadata.get("ophys_session_id")), partial, where)
+
+
+def _task_step(step, partial: Path, where: str):
+    """Reads and writes interleave in the task's steps, so an OS error is told apart by its kind: no space, quota or
+    a read-only file system can only be the output's."""
     try:
-        return write_task(f, group, partial, plane.roi_order, where, options.block_bytes)
+        return step()
     except OSError as error:
         if error.errno in WRITE_ERRNOS:
             with writing(partial):

@@ -61,3 +61,12 @@ def replace_directory(partial: str | Path, final: str | Path) -> None:
     if Path(final).exists():
         shutil.rmtree(final)
     os.replace(partial, final)
+
+
+def link_or_copy(source: str | Path, destination: str | Path) -> None:
+    """A hard link to a file that is never written again (no bytes copied or stored twice); a copy where the two
+    paths are on different file systems or the file system has no hard links."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copyfile(source, destination)

@@ -55,20 +55,25 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 BODY_CHUNK = MiB
-# Groups and datasets the extraction reads (layout document sections 5 and 5b); absent ones are skipped.
-EXTRACTION_READS = (
+# Groups and datasets the extraction reads (layout document sections 5 and 5b); absent ones are skipped. The task's
+# are the session's (the same in every plane's file): read once per session (vb2p.steps.session_task).
+PLANE_READS = (
     "/processing/ophys/dff/traces",
     layout.NWB_CELL_TABLE,
     layout.NWB_MAX_PROJECTION,
     layout.NWB_AVERAGE_IMAGE,
     "/general",
     "/processing/ophys/event_detection",
+)
+TASK_READS = (
     "/intervals",
     "/processing/stimulus",
     "/processing/running",
     "/processing/licking",
     "/processing/rewards",
+    "/acquisition/EyeTracking",
 )
+EXTRACTION_READS = PLANE_READS + TASK_READS
 
 
 def anonymous_client(endpoint_url: str | None = None, region: str = layout.REGION, max_pool_connections: int = 16):

@@ -25,6 +25,10 @@ def download_receipt(ophys_experiment_id) -> Path:
     return RESULTS / "downloads" / f"{ophys_experiment_id}.json"
 
 
+def session_task(ophys_session_id) -> Path:
+    return RESULTS / "task" / f"{ophys_session_id}"
+
+
 def store(ophys_experiment_id) -> Path:
     return ZARR_DIR / f"{ophys_experiment_id}.zarr"
 

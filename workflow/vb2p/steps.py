@@ -6,6 +6,7 @@ rule does. Paths are given by the caller (the rules name them through vb2p.resul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -80,36 +81,69 @@ def download(config: dict, record_path: Path, ophys_experiment_id: int, receipt_
     return download_experiment(config, read_record(record_path), ophys_experiment_id, receipt_path)
 
 
-def extract(config: dict, receipt_path: Path, ophys_experiment_id: int, store_path: Path) -> dict:
-    """Write the experiment's store from the NWB file its receipt names.
+@contextlib.contextmanager
+def _experiment_nwb(config: dict, receipt: dict, ophys_experiment_id: int, reads):
+    """The experiment's NWB as its receipt names it: yields (path or file object, its transfer counter or None).
 
-    download.mode whole: the cached file is checked against its hash first (fetched again if it changed since it was
-    verified). datasets: the datasets extraction reads are fetched by ranged reads of the pinned S3 object (vb2p.remote),
-    its size and ETag checked against the receipt's on opening and again after reading.
+    download.mode whole: the cached file, checked against its hash first (fetched again if it changed since it was
+    verified). datasets: ranged reads of the pinned S3 object (vb2p.remote), its size and ETag checked against the
+    receipt's on opening and again after reading; reads(f) names the datasets the step reads, fetched up front in a
+    few parallel requests instead of one per read.
     """
     import h5py
 
-    from vb2p.extract import ExtractionOptions, extract_experiment
     from vb2p.remote import prefetch_datasets
+
+    if receipt["mode"] != "datasets":
+        nwb_path, _, _ = experiment_file(config, receipt["manifest_version"], ophys_experiment_id)
+        yield nwb_path, None
+        return
+    cache = release_cache(config)
+    _, entry = experiment_entry(cache, receipt["manifest_version"], ophys_experiment_id)
+    with cache.source.open(entry.key, entry.version_id, receipt["bytes"], receipt["etag"]) as remote:
+        with h5py.File(remote, "r") as f:
+            fetched = prefetch_datasets(f, remote, reads(f))
+        yield remote, remote.stats
+    moved = remote.stats.as_record()
+    log.info("datasets mode: %.1f MB of datasets, %.1f MB moved in %d requests (%.3f of the %.1f MB file)",
+             fetched / 1e6, moved["bytes_moved"] / 1e6, moved["requests"], moved["bytes_moved"] / receipt["bytes"],
+             receipt["bytes"] / 1e6)
+
+
+def session_task(config: dict, receipt_path: Path, ophys_experiment_id: int, ophys_session_id: int,
+                 out_dir: Path) -> dict:
+    """The session's task tables, from the file of one of its experiments (the receipt's), for every plane's store."""
+    from vb2p.extract import extract_session_task
+    from vb2p.remote import TASK_READS
+
+    receipt = json.loads(Path(receipt_path).read_text())
+    with _experiment_nwb(config, receipt, ophys_experiment_id, lambda f: TASK_READS) as (nwb, _):
+        record = extract_session_task(nwb, out_dir, ophys_experiment_id, ophys_session_id)
+    log.info("session %d: task from experiment %d: %d stimulus presentations, %d trials -> %s", ophys_session_id,
+             ophys_experiment_id, record["n_stimulus_presentations"], record["n_trials"], out_dir)
+    return record
+
+
+def extract(config: dict, receipt_path: Path, ophys_experiment_id: int, store_path: Path,
+            session_task_dir: Path | None = None) -> dict:
+    """Write the experiment's store from the NWB file its receipt names, with the task tables of session_task_dir
+    (the session_task step's) when they are this file's task."""
+    from vb2p import task
+    from vb2p.extract import ExtractionOptions, extract_experiment
+    from vb2p.remote import PLANE_READS, TASK_READS
 
     receipt = json.loads(Path(receipt_path).read_text())
     provenance = {k: receipt[k] for k in ("url", "version_id", "file_hash", "manifest_version", "mode")}
     options = ExtractionOptions(**config["extraction"])
-    if receipt["mode"] == "datasets":
-        cache = release_cache(config)
-        _, entry = experiment_entry(cache, receipt["manifest_version"], ophys_experiment_id)
-        with cache.source.open(entry.key, entry.version_id, receipt["bytes"], receipt["etag"]) as remote:
-            with h5py.File(remote, "r") as f:
-                fetched = prefetch_datasets(f, remote)  # in a few parallel requests, instead of one per read
-            summary = extract_experiment(remote, store_path, ophys_experiment_id, provenance, options, remote.stats)
-        moved = remote.stats.as_record()
-        log.info("datasets mode: %.1f MB of datasets, %.1f MB moved in %d requests (%.3f of the %.1f MB file)",
-                 fetched / 1e6, moved["bytes_moved"] / 1e6, moved["requests"], moved["bytes_moved"] / receipt["bytes"],
-                 receipt["bytes"] / 1e6)
-    else:
-        nwb_path, _, _ = experiment_file(config, receipt["manifest_version"], ophys_experiment_id)
-        summary = extract_experiment(nwb_path, store_path, ophys_experiment_id,
-                                     {**provenance, "transfer": receipt["moved"]}, options)
+
+    def reads(f):  # the session's tables are taken from session_task_dir: only what checks they are this file's
+        return (*PLANE_READS, *(task.fingerprint_paths(f) if session_task_dir else TASK_READS))
+
+    with _experiment_nwb(config, receipt, ophys_experiment_id, reads) as (nwb, transfer):
+        if transfer is None:
+            provenance["transfer"] = receipt["moved"]
+        summary = extract_experiment(nwb, store_path, ophys_experiment_id, provenance, options, transfer,
+                                     session_task_dir)
     log.info("%d frames x %d ROIs (%d valid) -> %s", summary["n_frames"], summary["n_rois"], summary["n_valid_rois"],
              store_path)
     return summary

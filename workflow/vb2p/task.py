@@ -38,6 +38,8 @@ fast, and robust to NWB schema versions.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -50,6 +52,7 @@ import zarr
 
 from vb2p import chunks, layout
 from vb2p.errors import NwbError
+from vb2p.files import link_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -409,14 +412,125 @@ def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
     return table
 
 
+def task_tables(f: h5py.File, where: str) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The session's task as AllenSDK returns it, by table name, and its parameters; ({}, {}) when the file holds
+    no task."""
+    if not has_task(f):
+        return {}, {}
+    tables = {
+        "stimulus_presentations": stimulus_presentations(f, where),
+        "trials": trials(f, where),
+        "running_speed": running_speed(f, where),
+        "raw_running_speed": running_speed(f, where, filtered=False),
+        "licks": licks(f),
+        "rewards": rewards(f),
+        "stimulus_timestamps": stimulus_timestamps(f, where),
+    }
+    eyes = eye_tracking(f)
+    if eyes is not None:
+        tables["eye_tracking"] = eyes
+    return tables, task_parameters(f, where)
+
+
+def task_counts(tables: dict[str, pd.DataFrame]) -> dict:
+    """has_task and the rows of the task's tables: root attributes of the store, columns of the index."""
+    return {
+        "has_task": bool(tables),
+        "n_stimulus_presentations": len(tables.get("stimulus_presentations", ())),
+        "n_trials": len(tables.get("trials", ())),
+        "n_licks": len(tables.get("licks", ())),
+        "n_rewards": len(tables.get("rewards", ())),
+        "n_running_samples": len(tables.get("running_speed", ())),
+        "has_eye_tracking": "eye_tracking" in tables,
+    }
+
+
+def write_tables(tables: dict[str, pd.DataFrame], directory: Path) -> None:
+    """One Parquet file per table; no directory when there is no table (a file without a task)."""
+    if tables:
+        directory.mkdir(exist_ok=True)
+    for name, table in tables.items():
+        write_table(table, directory / f"{name}.parquet")
+
+
+# Time series whose length identifies the task with the trials' and presentations' start times (task_fingerprint).
+FINGERPRINT_SERIES = (f"{NWB_RUNNING}/speed/timestamps", f"{NWB_RUNNING}/speed_unfiltered/timestamps",
+                      NWB_STIMULUS_TIMESTAMPS, f"{NWB_LICKS}/timestamps", f"{NWB_REWARDS}/autorewarded/timestamps",
+                      f"{NWB_EYE_TRACKING}/eye_tracking/timestamps")
+
+
+def fingerprint_paths(f: h5py.File) -> list[str]:
+    """The datasets task_fingerprint reads (their data, not only their shape): a remote file prefetches them."""
+    return [f"{path}/start_time" for path in (NWB_TRIALS, *_presentation_tables(f))] if has_task(f) else []
+
+
+def task_fingerprint(f: h5py.File) -> str | None:
+    """What tells one session's task from another in a millisecond, without reading the tables: the columns and
+    start times of the trials and of every presentations table, and the length of every time series. None without
+    a task. Every plane's file of a session carries the session's task (AllenSDK writes it into each)."""
+    if not has_task(f):
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for path in (NWB_TRIALS, *_presentation_tables(f)):
+        digest.update(f"{path}:{[_text(name) for name in f[path].attrs['colnames']]}".encode())
+        digest.update(f[path]["start_time"][:].astype("<f8").tobytes())
+    for path in FINGERPRINT_SERIES:
+        series = f.get(path)
+        digest.update(f"{path}:{None if series is None else series.shape}".encode())
+    return digest.hexdigest()
+
+
+SESSION_RECORD = "session_task.json"
+
+
+def write_session_task(f: h5py.File, directory: Path, ophys_session_id: int, ophys_experiment_id: int,
+                       where: str) -> dict:
+    """The session's task tables, computed once from one of its planes' files, into directory (empty, being
+    written) with a record of where they come from: every plane's extraction takes them from there (write_task)."""
+    tables, parameters = task_tables(f, where)
+    write_tables(tables, directory)
+    record = {"ophys_session_id": int(ophys_session_id), "ophys_experiment_id": int(ophys_experiment_id),
+              "fingerprint": task_fingerprint(f), **task_counts(tables), "task_tables": list(tables),
+              "task_parameters": parameters}
+    (directory / SESSION_RECORD).write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _session_record(session_task: Path, f: h5py.File, ophys_session_id: int | None, where: str) -> dict | None:
+    """The session's task record when it is this file's task (same session, same fingerprint); None otherwise,
+    with a warning saying why: the file's own task is then read."""
+    record = json.loads((session_task / SESSION_RECORD).read_text())
+    source = f"the session task in {session_task} (from experiment {record['ophys_experiment_id']})"
+    if ophys_session_id is not None and record["ophys_session_id"] != int(ophys_session_id):
+        log.warning("%s: %s is of session %s, this file of session %s: reading the file's own task",
+                    where, source, record["ophys_session_id"], ophys_session_id)
+        return None
+    if record["fingerprint"] != task_fingerprint(f):
+        log.warning("%s: %s differs from this file's task (trials, presentations or time series): reading the"
+                    " file's own task", where, source)
+        return None
+    return record
+
+
+def link_tables(names: list[str], source: Path, directory: Path) -> None:
+    """The session's tables into a store's task/ (hard links where the file system allows), as write_tables."""
+    if names:
+        directory.mkdir(exist_ok=True)
+    for name in names:
+        link_or_copy(source / f"{name}.parquet", directory / f"{name}.parquet")
+
+
 def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.ndarray, where: str,
-               block_bytes: int = 32 * 1024 * 1024) -> dict:
+               block_bytes: int = 32 * 1024 * 1024, session_task: Path | None = None,
+               ophys_session_id: int | None = None) -> dict:
     """Add the task and the events to a store vb2p.extract is writing, once its arrays are there (events take dff's
     time coordinate).
 
     roi_order: rows of the NWB cell table in dff's column order, so events line up with dff. block_bytes bounds the
-    float64 events held at a time (vb2p.extract's ExtractionOptions.block_bytes). Returns a summary for the log and
-    the index (also stored as root attributes).
+    float64 events held at a time (vb2p.extract's ExtractionOptions.block_bytes). session_task: a directory
+    write_session_task wrote for this plane's session (ophys_session_id): its tables are taken when they are this
+    file's task; without one, the tables are read from the file. Returns a summary for the log and the index (also
+    stored as root attributes).
     """
     store_dir = Path(store_dir)
     roi_order = np.asarray(roi_order, dtype=np.int64)
@@ -428,37 +542,19 @@ def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.n
     else:
         with_events = np.zeros(len(roi_order), dtype=bool)
         log.warning("%s: the file has no %s: the store has no events", where, NWB_EVENTS)
-    tables, parameters = {}, {}
-    if has_task(f):
-        tables = {
-            "stimulus_presentations": stimulus_presentations(f, where),
-            "trials": trials(f, where),
-            "running_speed": running_speed(f, where),
-            "raw_running_speed": running_speed(f, where, filtered=False),
-            "licks": licks(f),
-            "rewards": rewards(f),
-            "stimulus_timestamps": stimulus_timestamps(f, where),
-        }
-        eyes = eye_tracking(f)
-        if eyes is not None:
-            tables["eye_tracking"] = eyes
-        parameters = task_parameters(f, where)
-        (store_dir / TASK_DIR).mkdir(exist_ok=True)
-        for name, table in tables.items():
-            write_table(table, store_dir / TASK_DIR / f"{name}.parquet")
+    record = None if session_task is None else _session_record(Path(session_task), f, ophys_session_id, where)
+    if record is None:
+        tables, parameters = task_tables(f, where)
+        write_tables(tables, store_dir / TASK_DIR)
+        counts, names = task_counts(tables), list(tables)
     else:
+        names, parameters = record["task_tables"], record["task_parameters"]
+        link_tables(names, Path(session_task), store_dir / TASK_DIR)
+        counts = {key: record[key] for key in task_counts({})}
+    if not counts["has_task"]:
         log.warning("%s: the file holds no task (no %s, or no %s/*%s table): the store has dF/F and events only",
                     where, NWB_TRIALS, NWB_INTERVALS, PRESENTATIONS_SUFFIX)
-    summary = {
-        "has_task": bool(tables),
-        "n_stimulus_presentations": len(tables.get("stimulus_presentations", ())),
-        "n_trials": len(tables.get("trials", ())),
-        "n_licks": len(tables.get("licks", ())),
-        "n_rewards": len(tables.get("rewards", ())),
-        "n_running_samples": len(tables.get("running_speed", ())),
-        "has_eye_tracking": "eye_tracking" in tables,
-        "n_event_rois": int(with_events.sum()),
-    }
+    summary = {**counts, "n_event_rois": int(with_events.sum())}
     # Root attributes, like n_frames: the index reads them.
-    group.update_attributes({**summary, "task_tables": list(tables), "task_parameters": parameters})
+    group.update_attributes({**summary, "task_tables": names, "task_parameters": parameters})
     return summary
