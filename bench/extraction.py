@@ -57,14 +57,15 @@ def median_time(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_medians(first, second, repeats: int) -> tuple[float, float]:
-    """Alternate the two measurements so that drift in the machine's speed hits both alike."""
-    first(), second()  # warm the page cache and imports
-    a, b = [], []
+def interleaved_medians(*functions, repeats: int) -> list[float]:
+    """Alternate the measurements so that drift in the machine's speed hits all alike."""
+    for function in functions:  # warm the page cache and imports
+        function()
+    times = [[] for _ in functions]
     for _ in range(repeats):
-        a.append(median_time(first, 1))
-        b.append(median_time(second, 1))
-    return statistics.median(a), statistics.median(b)
+        for function, measured in zip(functions, times):
+            measured.append(median_time(function, 1))
+    return [statistics.median(measured) for measured in times]
 
 
 def experiment_id(nwb: Path) -> int:
@@ -112,7 +113,7 @@ def overhead(nwb: Path, out: Path, repeats: int) -> dict:
     ours_store, floor_store = out / "ours.zarr", out / "floor.zarr"
     options = ExtractionOptions()
     ours, floor = interleaved_medians(
-        lambda: extract_experiment(nwb, ours_store, identifier), lambda: floor_extract(nwb, floor_store, options), repeats
+        lambda: extract_experiment(nwb, ours_store, identifier), lambda: floor_extract(nwb, floor_store, options), repeats=repeats
     )
     return {"extraction_s": ours, "floor_s": floor, "overhead_ratio": ours / floor}
 

@@ -1,11 +1,17 @@
 """Task benchmarks, measured side by side in one run on the same files (warm page cache, medians).
 Usage: .venv/bin/python bench/task.py [--repeats N] [--out bench/out]
 
-On AllenSDK's task reference file (21,012 frames x 12 ROIs) and on copies enlarged to the ophys of a real Mesoscope
-plane (48,000 frames x 40 ROIs) and a real Scientifica plane (140,000 frames x 200 ROIs), prints:
-  (a) extraction with the task (extract_experiment) / extraction without it (the same with its task step left out;
-      target <= 1.25), what the task adds to the store, and what reading all events costs from the store (their
-      compressed chunks, moved as they are) and from the NWB (h5py);
+On AllenSDK's task reference file (an 11-minute session: 21,012 frames x 12 ROIs, 561 flashes, no eye tracking) and
+on demo experiment files of real size (which AllenSDK opens): a Mesoscope plane (48,289 frames x 39 ROIs, the real
+mean) and a Scientifica plane (139,986 frames x 202 ROIs), each with a whole 75-minute task (5,200 flashes, 590
+trials, 60 Hz running and eye tracking: 270,000 rows), prints:
+  (a) extraction with the task / extraction without it (the same with its task step left out; target <= 1.25), for a
+      session of as many planes as the real sessions of its rig have (1 Scientifica, 6 Mesoscope: the median), as
+      the workflow runs it: the session's task tables once (rule session_task), then every plane's extraction with
+      them (events and a check that the session's task is its file's); then over the whole real release, every
+      session costed by its rig and its number of planes. Also a plane reading its own task (extraction by hand),
+      what the task adds to the store, and what reading all events costs from the store (their compressed chunks,
+      moved as they are) and from the NWB (h5py);
   (b) AllenSDK's from_nwb_path + stimulus_presentations + trials + running_speed (its venv, timed inside a
       subprocess, imports excluded) / open_experiment(store) + the same three attributes (target >= 10x).
 """
@@ -26,12 +32,14 @@ import h5py
 import pandas as pd
 import zarr
 from extraction import ALLENSDK_PYTHON, directory_bytes, experiment_id, interleaved_medians, median_time
-from realistic_files import REPO, allensdk_readable_file
+from realistic_files import REPO, demo_experiment_file
 
 from vb2p import layout, task
 from vb2p.experiment import open_experiment
-from vb2p.extract import extract_experiment
+from vb2p.extract import extract_experiment, extract_session_task
 
+# The median number of planes of the real release's Mesoscope sessions (266 sessions, 1,503 planes; mean 5.65).
+MESOSCOPE_SESSION_PLANES = 6
 TASK_REFERENCE = REPO / "tests" / "data" / "allensdk_nwb" / "task" / "ref_task_scientifica.nwb"
 PEER = REPO / "tests" / "allensdk_task_peer.py"
 
@@ -51,18 +59,33 @@ def read_stored_events(store: Path) -> None:
     zarr.open_array(store / "events", mode="r")[...]
 
 
-def extraction_ratio(nwb: Path, work: Path, repeats: int) -> dict:
+def extraction_ratio(nwb: Path, work: Path, planes: int, repeats: int) -> dict:
+    """A session of `planes` planes of this size (the same file for each: the planes of a session are alike)."""
     identifier = experiment_id(nwb)
-    plain, with_task = work / "plain.zarr", work / "with_task.zarr"
-    without_s, with_s = interleaved_medians(lambda: extract_without_task(nwb, plain, identifier),
-                                            lambda: extract_experiment(nwb, with_task, identifier), repeats)
+    with h5py.File(nwb, "r") as f:
+        session = int(f[layout.NWB_METADATA].attrs["ophys_session_id"])
+    plain, alone, with_session = work / "plain.zarr", work / "alone.zarr", work / "with_session.zarr"
+    session_dir = work / "task"
+    without_s, task_s, plane_s, alone_s = interleaved_medians(
+        lambda: extract_without_task(nwb, plain, identifier),
+        lambda: extract_session_task(nwb, session_dir, identifier, session),
+        lambda: extract_experiment(nwb, with_session, identifier, session_task=session_dir),
+        lambda: extract_experiment(nwb, alone, identifier),
+        repeats=repeats,
+    )
     # Events stay deflate-compressed as AllenSDK wrote them: reading them inflates, from the store as from the NWB.
-    nwb_read_s, store_read_s = interleaved_medians(lambda: read_events(nwb), lambda: read_stored_events(with_task),
-                                                   repeats)
-    added = {name: directory_bytes(with_task / name) for name in ("events", task.TASK_DIR)}
-    return {"without_task_s": without_s, "with_task_s": with_s, "ratio": with_s / without_s,
-            "read_events_nwb_s": nwb_read_s, "read_events_store_s": store_read_s,
+    nwb_read_s, store_read_s = interleaved_medians(lambda: read_events(nwb), lambda: read_stored_events(alone),
+                                                   repeats=repeats)
+    added = {name: directory_bytes(alone / name) for name in ("events", task.TASK_DIR)}
+    return {"planes": planes, "without_task_s": without_s, "session_task_s": task_s, "plane_with_session_task_s": plane_s,
+            "ratio": session_ratio(task_s, plane_s, without_s, planes), "alone_with_task_s": alone_s,
+            "alone_ratio": alone_s / without_s, "read_events_nwb_s": nwb_read_s, "read_events_store_s": store_read_s,
             "store_bytes_without": directory_bytes(plain), "bytes_added": added}
+
+
+def session_ratio(task_s: float, plane_s: float, without_s: float, planes: int) -> float:
+    """A session's extraction with the task (its tables once, then every plane) / without it."""
+    return (task_s + planes * plane_s) / (planes * without_s)
 
 
 def open_and_read(store: Path) -> None:
@@ -90,13 +113,17 @@ def peer_ratio(nwb: Path, work: Path, repeats: int) -> dict:
 
 
 def release_weighted(results: dict) -> dict:
-    """(a) for the whole release: every real experiment costed as the enlarged file of its rig."""
-    rigs = pd.read_csv(REPO / "tests" / "data" / "real_metadata" / "ophys_experiment_table.csv").equipment_name
-    counts = {"mesoscope": int(rigs.isin(layout.MESOSCOPE_RIGS).sum()),
-              "scientifica": int((~rigs.isin(layout.MESOSCOPE_RIGS)).sum())}
-    total = {key: sum(n * results[f"{rig}_size"]["extraction"][key] for rig, n in counts.items())
-             for key in ("with_task_s", "without_task_s")}
-    return {**counts, **total, "ratio": total["with_task_s"] / total["without_task_s"]}
+    """(a) for the whole release: every real session costed as the enlarged file of its rig, times its planes."""
+    experiments = pd.read_csv(REPO / "tests" / "data" / "real_metadata" / "ophys_experiment_table.csv")
+    planes = experiments.groupby("ophys_session_id").agg(n=("ophys_experiment_id", "size"), rig=("equipment_name", "first"))
+    mesoscope = planes.rig.isin(layout.MESOSCOPE_RIGS)
+    total = {"with_task_s": 0.0, "without_task_s": 0.0}
+    for rig, sessions in (("mesoscope", planes[mesoscope]), ("scientifica", planes[~mesoscope])):
+        a = results[f"{rig}_size"]["extraction"]
+        total["with_task_s"] += len(sessions) * a["session_task_s"] + sessions.n.sum() * a["plane_with_session_task_s"]
+        total["without_task_s"] += sessions.n.sum() * a["without_task_s"]
+    return {"mesoscope": int(planes.n[mesoscope].sum()), "scientifica": int(planes.n[~mesoscope].sum()),
+            "mesoscope_sessions": int(mesoscope.sum()), **total, "ratio": total["with_task_s"] / total["without_task_s"]}
 
 
 def main() -> None:
@@ -105,9 +132,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
     files = {"reference": TASK_REFERENCE}
-    for name, (frames, rois) in (("mesoscope_size", (48_000, 40)), ("scientifica_size", (140_000, 200))):
-        files[name] = allensdk_readable_file(args.out / "files" / f"allensdk_task_{frames // 1000}k.nwb",
-                                             frames, rois, reference=TASK_REFERENCE)
+    planes = {"reference": 1, "mesoscope_size": MESOSCOPE_SESSION_PLANES, "scientifica_size": 1}
+    # The files of bench/extraction.py (the Mesoscope one with 515 cells per dense plane: 39 on a Vip plane).
+    for name, (rig, duration_s, cells, file_name) in (("mesoscope_size", ("mesoscope", 3905.0, 515, "mesoscope_48k_40rois")),
+                                                      ("scientifica_size", ("scientifica", 3925.0, 210, "scientifica_140k"))):
+        files[name] = demo_experiment_file(args.out / "files" / f"{file_name}.nwb", rig, duration_s, cells)
     work = args.out / "work_task"
     results = {}
     for name, nwb in files.items():
@@ -117,9 +146,11 @@ def main() -> None:
               flush=True)
         work.mkdir(parents=True, exist_ok=True)
         entry = results[name] = {"frames": shape[0], "rois": shape[1]}
-        a = entry["extraction"] = extraction_ratio(nwb, work, args.repeats)
-        print(f"(a) extraction without task {a['without_task_s']:.3f} s, with task {a['with_task_s']:.3f} s,"
-              f" ratio {a['ratio']:.2f} (target <= 1.25); reading all events from the store"
+        a = entry["extraction"] = extraction_ratio(nwb, work, planes[name], args.repeats)
+        print(f"(a) a session of {a['planes']} plane(s): without the task {a['without_task_s']:.3f} s a plane; with it"
+              f" {a['session_task_s']:.3f} s for the session's tables + {a['plane_with_session_task_s']:.3f} s a plane:"
+              f" ratio {a['ratio']:.2f} (target <= 1.25). A plane reading its own task (by hand)"
+              f" {a['alone_with_task_s']:.3f} s, {a['alone_ratio']:.2f}. Reading all events from the store"
               f" {a['read_events_store_s']:.3f} s, from the NWB {a['read_events_nwb_s']:.3f} s; the task adds"
               f" {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in a['bytes_added'].items())}"
               f" to a {a['store_bytes_without'] / 1e6:.1f} MB store", flush=True)
@@ -131,9 +162,10 @@ def main() -> None:
               f" ours {speedup} faster (target >= 10x) {b.get('note', '')}", flush=True)
         shutil.rmtree(work)
     results["release"] = release_weighted(results)
-    print(f"(a) over the real release's experiments ({results['release']['mesoscope']} Mesoscope planes,"
-          f" {results['release']['scientifica']} Scientifica): extraction with the task / without it"
-          f" {results['release']['ratio']:.2f} (each plane costed as the file of its rig above)", flush=True)
+    release = results["release"]
+    print(f"(a) over the real release ({release['mesoscope']} Mesoscope planes in {release['mesoscope_sessions']}"
+          f" sessions, {release['scientifica']} Scientifica planes): extraction with the task / without it"
+          f" {release['ratio']:.2f} (each session costed as the files of its rig above, times its planes)", flush=True)
     (args.out / "task.json").write_text(json.dumps(results, indent=2))
     print(f"results: {args.out / 'task.json'} (machine: {os.cpu_count()} cores)")
 

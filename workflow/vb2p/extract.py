@@ -306,11 +306,13 @@ def write_store(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, ex
     with writing(partial):
         write_ids_and_images(group, plane, options)
     copy_masks(group, partial, plane, where, options)
-    copy_traces(group, partial, plane, where, options)
-    summary = {**plane_summary(plane, experiment_id), **copy_task(f, group, partial, plane, where, options, session_task)}
+    dff = copy_traces(group, partial, plane, where, options)
+    task_summary = copy_task(f, group, dff, partial, plane, where, options, session_task)
+    summary = {**plane_summary(plane, experiment_id), **task_summary}
     with writing(partial):
         read = {"transfer": transfer.as_record()} if transfer is not None else {}  # every read done by now
-        group.update_attributes(store_attributes(summary, plane.metadata, {**provenance, **read}, options))
+        group.update_attributes({**store_attributes(summary, plane.metadata, {**provenance, **read}, options),
+                                 **task_summary})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
             zarr.consolidate_metadata(str(partial))
@@ -379,8 +381,8 @@ def copy_masks(group: zarr.Group, partial: Path, plane: Plane, where: str, optio
             roi_mask[start : start + len(rows)] = block
 
 
-def copy_traces(group: zarr.Group, partial: Path, plane: Plane, where: str, options: ExtractionOptions) -> None:
-    """dF/F in its two layouts (see ExtractionOptions)."""
+def copy_traces(group: zarr.Group, partial: Path, plane: Plane, where: str, options: ExtractionOptions) -> zarr.Array:
+    """dF/F in its two layouts (see ExtractionOptions); returns the time-chunked one."""
     n_frames, n_rois = plane.n_frames, plane.n_rois
     attrs = {"coordinates": CELL_COORDINATES, "units": "dF/F"}
     with writing(partial):
@@ -395,13 +397,15 @@ def copy_traces(group: zarr.Group, partial: Path, plane: Plane, where: str, opti
             options, fill_value=np.nan, compressed=False,
         )
     _copy_dff(plane.dff, by_time, by_cell, partial, where, options)
+    return by_time
 
 
-def copy_task(f: h5py.File, group: zarr.Group, partial: Path, plane: Plane, where: str, options: ExtractionOptions,
-              session_task: Path | None = None) -> dict:
-    """The task tables, the events and the rest of AllenSDK's cell table (vb2p.task)."""
-    return _task_step(lambda: write_task(f, group, partial, plane.roi_order, where, options.block_bytes, session_task,
-                                         plane.metadata.get("ophys_session_id")), partial, where)
+def copy_task(f: h5py.File, group: zarr.Group, dff: zarr.Array, partial: Path, plane: Plane, where: str,
+              options: ExtractionOptions, session_task: Path | None = None) -> dict:
+    """The task tables and the events (vb2p.task); returns the task's root attributes."""
+    return _task_step(lambda: write_task(f, group, partial, dff, plane.roi_order, plane.cells["valid_roi"], where,
+                                         options.block_bytes, session_task, plane.metadata.get("ophys_session_id")),
+                      partial, where)
 
 
 def _task_step(step, partial: Path, where: str):

@@ -263,37 +263,56 @@ def stimulus_timestamps(f: h5py.File, where: str) -> pd.DataFrame:
     return pd.DataFrame({"timestamps": _require(f, NWB_STIMULUS_TIMESTAMPS, where, "stimulus timestamps")[:]})
 
 
+def _outliers(area: np.ndarray, z_threshold: float) -> np.ndarray:
+    """AllenSDK's determine_outliers for one column (scipy 1.10's zscore, nan_policy omit, as AllenSDK 2.16.2 runs
+    it): |z| above the threshold, z from the mean and SD of the non-NaN values; a constant column has none."""
+    values = area[~np.isnan(area)]
+    if values.size == 0 or np.all(values == values[0]):
+        return np.zeros(len(area), dtype=bool)
+    if values.size < area.size:
+        mean, sd = np.nanmean(area), np.nanstd(area)
+    else:
+        mean, sd = area.mean(), area.std()
+    with np.errstate(invalid="ignore"):
+        return np.abs((area - mean) / sd) > z_threshold
+
+
 def eye_tracking(f: h5py.File, z_threshold: float = EYE_Z_THRESHOLD,
                  dilation_frames: int = EYE_DILATION_FRAMES) -> pd.DataFrame | None:
     """AllenSDK's eye_tracking (EyeTrackingTable.from_nwb) from /acquisition/EyeTracking (ndx-ellipse-eye-tracking),
     or None when the file has none. likely_blink is recomputed: frames with a missing eye or pupil area or an area
     more than z_threshold SDs from its mean, dilated by dilation_frames; areas and eye and pupil shapes are NaN there.
+
+    The float columns are read into one (column, frame) array, which pandas takes as its block without copying
+    (a 60 Hz, 75-minute session is 270,000 rows x 22 columns: 48 MB).
     """
     if NWB_EYE_TRACKING not in f:
         return None
-    from scipy import ndimage, stats  # imported here: scipy.stats takes ~1 s, and readers of stores need none of it
+    from scipy import ndimage  # imported here: readers of stores need none of it
 
     acquisition = f[NWB_EYE_TRACKING]
     eye, pupil, cr = (acquisition[name] for name in ("eye_tracking", "pupil_tracking", "corneal_reflection_tracking"))
-    columns = {"timestamps": eye["timestamps"][:]}
+    floats = [name for name in EYE_TRACKING_COLUMNS if name != "likely_blink"]
+    row = {name: i for i, name in enumerate(floats)}
+    block = np.empty((len(floats), len(eye["timestamps"])))
+    block[row["timestamps"]] = eye["timestamps"][:]
     for prefix, series in (("cr", cr), ("eye", eye), ("pupil", pupil)):
-        area = series["area_raw"][:]
-        columns[f"{prefix}_area"] = area
-        columns[f"{prefix}_area_raw"] = area
+        block[row[f"{prefix}_area_raw"]] = series["area_raw"][:]
+        block[row[f"{prefix}_area"]] = block[row[f"{prefix}_area_raw"]]
         centre = series["data"][:]
-        columns[f"{prefix}_center_x"], columns[f"{prefix}_center_y"] = centre[:, 0], centre[:, 1]
+        block[row[f"{prefix}_center_x"]], block[row[f"{prefix}_center_y"]] = centre[:, 0], centre[:, 1]
         for name, dataset in (("width", "width"), ("height", "height"), ("phi", "angle")):
-            columns[f"{prefix}_{name}"] = series[dataset][:]
-    areas = np.stack([columns["eye_area_raw"], columns["pupil_area_raw"]], axis=1)
-    outlier = np.any(np.abs(stats.zscore(areas, axis=0, nan_policy="omit")) > z_threshold, axis=1)
-    blink = np.isnan(areas).any(axis=1) | outlier
+            block[row[f"{prefix}_{name}"]] = series[dataset][:]
+    areas = [block[row[name]] for name in ("eye_area_raw", "pupil_area_raw")]
+    blink = np.isnan(areas[0]) | np.isnan(areas[1])
+    for area in areas:
+        blink |= _outliers(area, z_threshold)
     if dilation_frames > 0:
         blink = ndimage.binary_dilation(blink, iterations=dilation_frames)
-    columns["likely_blink"] = blink
     for name in EYE_TRACKING_BLINK_NAN:
-        columns[name] = columns[name].copy()
-        columns[name][blink] = np.nan
-    table = pd.DataFrame({name: columns[name] for name in EYE_TRACKING_COLUMNS})
+        block[row[name], blink] = np.nan
+    table = pd.DataFrame(block.T, columns=floats, copy=False)
+    table.insert(EYE_TRACKING_COLUMNS.index("likely_blink"), "likely_blink", blink)
     table.index.name = "frame"
     return table
 
@@ -347,8 +366,8 @@ def filtered_events(events: np.ndarray, frame_rate: float) -> np.ndarray:
     return signal.lfilter(events_filter(frame_rate), [1.0], events, axis=0)
 
 
-def _write_events(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.ndarray, where: str,
-                  block_bytes: int) -> np.ndarray:
+def _write_events(f: h5py.File, group: zarr.Group, store_dir: Path, dff: zarr.Array, roi_order: np.ndarray,
+                  where: str, block_bytes: int) -> np.ndarray:
     """events (time, cell) in dff's ROI order, as the file stores them (float64 in its chunks, deflate-compressed:
     vb2p.chunks moves the compressed chunks as they are), with lambda and noise_std. Returns which ROIs have events.
 
@@ -357,7 +376,6 @@ def _write_events(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: n
     detection = f[NWB_EVENTS]
     data = detection["data"]
     event_rows = detection["rois"][:].astype(np.int64)
-    dff = group["dff"]
     n_frames, n_rois = dff.shape
     if data.shape != (n_frames, len(event_rows)):
         raise NwbError(f"{where}: {NWB_EVENTS}/data is {data.shape}, expected {n_frames} frames x {len(event_rows)}"
@@ -520,23 +538,24 @@ def link_tables(names: list[str], source: Path, directory: Path) -> None:
         link_or_copy(source / f"{name}.parquet", directory / f"{name}.parquet")
 
 
-def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.ndarray, where: str,
-               block_bytes: int = 32 * 1024 * 1024, session_task: Path | None = None,
+def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, dff: zarr.Array, roi_order: np.ndarray,
+               valid_roi: np.ndarray, where: str, block_bytes: int = 32 * 1024 * 1024, session_task: Path | None = None,
                ophys_session_id: int | None = None) -> dict:
-    """Add the task and the events to a store vb2p.extract is writing, once its arrays are there (events take dff's
-    time coordinate).
+    """Add the task and the events to a store vb2p.extract is writing, beside its dff (events take its time
+    coordinate and chunks where they are not moved as stored).
 
-    roi_order: rows of the NWB cell table in dff's column order, so events line up with dff. block_bytes bounds the
-    float64 events held at a time (vb2p.extract's ExtractionOptions.block_bytes). session_task: a directory
-    write_session_task wrote for this plane's session (ophys_session_id): its tables are taken when they are this
-    file's task; without one, the tables are read from the file. Returns a summary for the log and the index (also
-    stored as root attributes).
+    roi_order: rows of the NWB cell table in dff's column order, so events line up with dff; valid_roi in that
+    order. block_bytes bounds the float64 events held at a time (vb2p.extract's ExtractionOptions.block_bytes).
+    session_task: a directory write_session_task wrote for this plane's session (ophys_session_id): its tables are
+    taken when they are this file's task; without one, the tables are read from the file. Returns the task's root
+    attributes of the store (has_task, counts, task_tables, task_parameters), which vb2p.extract writes with the
+    others: the index reads them.
     """
     store_dir = Path(store_dir)
     roi_order = np.asarray(roi_order, dtype=np.int64)
     if NWB_EVENTS in f:
-        with_events = _write_events(f, group, store_dir, roi_order, where, block_bytes)
-        without = int(np.sum(group["valid_roi"][...] & ~with_events))
+        with_events = _write_events(f, group, store_dir, dff, roi_order, where, block_bytes)
+        without = int(np.sum(valid_roi & ~with_events))
         if without:
             log.warning("%s: %d valid ROIs have no events (AllenSDK leaves them out of `events`)", where, without)
     else:
@@ -554,7 +573,4 @@ def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, roi_order: np.n
     if not counts["has_task"]:
         log.warning("%s: the file holds no task (no %s, or no %s/*%s table): the store has dF/F and events only",
                     where, NWB_TRIALS, NWB_INTERVALS, PRESENTATIONS_SUFFIX)
-    summary = {**counts, "n_event_rois": int(with_events.sum())}
-    # Root attributes, like n_frames: the index reads them.
-    group.update_attributes({**summary, "task_tables": names, "task_parameters": parameters})
-    return summary
+    return {**counts, "n_event_rois": int(with_events.sum()), "task_tables": names, "task_parameters": parameters}
