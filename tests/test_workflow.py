@@ -61,7 +61,7 @@ def test_demo_run_syncs_selects_and_extracts_every_selected_experiment(tmp_path)
     assert sorted(p.stem for p in (tmp_path / "results/logs/session_task").glob("*.log")) == sorted(map(str, planes.index))
     for session_id, experiment_ids in planes.items():
         tables = sorted((tmp_path / f"results/task/{session_id}").glob("*.parquet"))
-        assert {t.stem for t in tables} >= {"stimulus_presentations", "trials", "running_speed", "eye_tracking"}
+        assert {t.stem for t in tables} >= {"stimulus_presentations", "trials", "running_speed"}
         for experiment_id in experiment_ids:
             for table in tables:
                 assert (tmp_path / f"results/zarr/{experiment_id}.zarr/task/{table.name}").samefile(table)
