@@ -433,11 +433,12 @@ def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
     return table
 
 
-def task_tables(f: h5py.File, where: str) -> tuple[dict[str, pd.DataFrame], dict]:
-    """The session's task as AllenSDK returns it, by table name, and its parameters; ({}, {}) when the file holds
-    no task."""
+def write_task_tables(f: h5py.File, directory: Path, where: str) -> tuple[list[str], dict, dict]:
+    """The session's task as AllenSDK returns it, one Parquet file per table in directory (not made when the file
+    holds no task). Returns the tables' names, has_task and their row counts (task_counts), and the task parameters.
+    """
     if not has_task(f):
-        return {}, {}
+        return [], task_counts({}), {}
     tables = {
         "stimulus_presentations": stimulus_presentations(f, where),
         "trials": trials(f, where),
@@ -450,7 +451,10 @@ def task_tables(f: h5py.File, where: str) -> tuple[dict[str, pd.DataFrame], dict
     eyes = eye_tracking(f)
     if eyes is not None:
         tables["eye_tracking"] = eyes
-    return tables, task_parameters(f, where)
+    directory.mkdir(exist_ok=True)
+    for name, table in tables.items():
+        write_table(table, directory / f"{name}.parquet")
+    return list(tables), task_counts(tables), task_parameters(f, where)
 
 
 def task_counts(tables: dict[str, pd.DataFrame]) -> dict:
@@ -464,14 +468,6 @@ def task_counts(tables: dict[str, pd.DataFrame]) -> dict:
         "n_running_samples": len(tables.get("running_speed", ())),
         "has_eye_tracking": "eye_tracking" in tables,
     }
-
-
-def write_tables(tables: dict[str, pd.DataFrame], directory: Path) -> None:
-    """One Parquet file per table; no directory when there is no table (a file without a task)."""
-    if tables:
-        directory.mkdir(exist_ok=True)
-    for name, table in tables.items():
-        write_table(table, directory / f"{name}.parquet")
 
 
 # Time series whose length identifies the task with the trials' and presentations' start times (task_fingerprint).
@@ -508,11 +504,9 @@ def write_session_task(f: h5py.File, directory: Path, ophys_session_id: int, oph
                        where: str) -> dict:
     """The session's task tables, computed once from one of its planes' files, into directory (empty, being
     written) with a record of where they come from: every plane's extraction takes them from there (write_task)."""
-    tables, parameters = task_tables(f, where)
-    write_tables(tables, directory)
+    names, counts, parameters = write_task_tables(f, directory, where)
     record = {"ophys_session_id": int(ophys_session_id), "ophys_experiment_id": int(ophys_experiment_id),
-              "fingerprint": task_fingerprint(f), **task_counts(tables), "task_tables": list(tables),
-              "task_parameters": parameters}
+              "fingerprint": task_fingerprint(f), **counts, "task_tables": names, "task_parameters": parameters}
     (directory / SESSION_RECORD).write_text(json.dumps(record, indent=1))
     return record
 
@@ -534,7 +528,7 @@ def _session_record(session_task: Path, f: h5py.File, ophys_session_id: int | No
 
 
 def link_tables(names: list[str], source: Path, directory: Path) -> None:
-    """The session's tables into a store's task/ (hard links where the file system allows), as write_tables."""
+    """The session's tables into a store's task/ (hard links where the file system allows)."""
     if names:
         directory.mkdir(exist_ok=True)
     for name in names:
@@ -566,9 +560,7 @@ def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, dff: zarr.Array
         log.warning("%s: the file has no %s: the store has no events", where, NWB_EVENTS)
     record = None if session_task is None else _session_record(Path(session_task), f, ophys_session_id, where)
     if record is None:
-        tables, parameters = task_tables(f, where)
-        write_tables(tables, store_dir / TASK_DIR)
-        counts, names = task_counts(tables), list(tables)
+        names, counts, parameters = write_task_tables(f, store_dir / TASK_DIR, where)
     else:
         names, parameters = record["task_tables"], record["task_parameters"]
         link_tables(names, Path(session_task), store_dir / TASK_DIR)
