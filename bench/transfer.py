@@ -34,11 +34,12 @@ from object_server import ObjectServer  # noqa: E402
 from realistic_files import REPO, demo_experiment_file  # noqa: E402
 from session_files import with_session_content  # noqa: E402
 
-from vb2p import layout  # noqa: E402
+from vb2p import layout, task  # noqa: E402
 from vb2p.extract import extract_experiment  # noqa: E402
 from vb2p.files import file_blake2b  # noqa: E402
 from vb2p.remote import (  # noqa: E402
-    EXTRACTION_READS, MiB, anonymous_client, dataset_ranges, datasets_under, open_remote, prefetch_datasets,
+    EXTRACTION_READS, PLANE_READS, TASK_READS, MiB, anonymous_client, dataset_ranges, datasets_under, open_remote,
+    prefetch_datasets,
 )
 from vb2p.share import open_shared_store  # noqa: E402
 from vb2p.transfer import discard_partial, download_object  # noqa: E402
@@ -61,9 +62,16 @@ def read_everything(f: h5py.File) -> int:
     return total
 
 
-def stored_bytes(path: Path) -> int:
+def stored_bytes(path: Path, reads=EXTRACTION_READS) -> int:
     with h5py.File(path, "r") as f:
-        return sum(end - start for d in datasets_under(f, EXTRACTION_READS) for start, end in dataset_ranges(d))
+        return sum(end - start for d in datasets_under(f, reads) for start, end in dataset_ranges(d))
+
+
+def plane_bytes(path: Path) -> int:
+    """What a plane's extraction reads when its session's task is read once for all its planes (rule session_task):
+    its own datasets and those that check the session's task is its own."""
+    with h5py.File(path, "r") as f:
+        return stored_bytes(path, (*PLANE_READS, *task.fingerprint_paths(f)))
 
 
 def measured(link: Link, function) -> dict:
@@ -177,13 +185,16 @@ def bytes_and_wall(link: Link, files: dict, versions: dict, work: Path, repeats:
         local.unlink(missing_ok=True)
         r_s, w_s, p_s = (statistics.median(m["seconds"] for m in runs) for runs in (remote, whole, parallel))
         moved = remote[0]["bytes"]
-        results[name] = {"file_bytes": size, "datasets_bytes": useful, "moved_bytes": moved,
+        results[name] = {"file_bytes": size, "datasets_bytes": useful, "plane_bytes": plane_bytes(path),
+                         "task_bytes": stored_bytes(path, TASK_READS), "moved_bytes": moved,
                          "requests": remote[0]["requests"], "bytes_ratio": moved / size, "remote_s": r_s,
                          "whole_single_then_read_s": w_s, "whole_parallel_then_read_s": p_s,
                          "wall_ratio": r_s / w_s, "wall_ratio_vs_parallel": r_s / p_s}
         print(f"{name}: file {size / 1e6:.0f} MB, datasets {useful / 1e6:.1f} MB; datasets mode moved "
               f"{moved / 1e6:.1f} MB in {remote[0]['requests']} requests = {moved / useful:.3f} x the datasets, "
-              f"{moved / size:.3f} x the file (targets: Scientifica <= 0.30, Mesoscope <= 0.15)")
+              f"{moved / size:.3f} x the file (targets: Scientifica <= 0.30, Mesoscope <= 0.15); of the datasets,"
+              f" the plane's own {results[name]['plane_bytes'] / 1e6:.1f} MB ({results[name]['plane_bytes'] / size:.3f}"
+              f" x the file), the session's task {results[name]['task_bytes'] / 1e6:.1f} MB (read once per session)")
         print(f"{name}: datasets mode {r_s:.2f} s; whole download (single stream) + local reads {w_s:.2f} s: "
               f"ratio {r_s / w_s:.3f} (target <= 0.5 on Scientifica); whole download (parallel parts) + local reads "
               f"{p_s:.2f} s: ratio {r_s / p_s:.3f}", flush=True)
@@ -305,11 +316,19 @@ def share(link: Link, root: Path, files: dict, versions: dict, work: Path, repea
 
 
 def release_estimate(measured_bytes: dict) -> dict:
-    table = pd.read_csv(REAL_METADATA, usecols=["equipment_name"])
-    counts = {"mesoscope": int((table.equipment_name.isin(layout.MESOSCOPE_RIGS)).sum())}
-    counts["scientifica"] = len(table) - counts["mesoscope"]
+    table = pd.read_csv(REAL_METADATA, usecols=["equipment_name", "ophys_session_id"])
+    mesoscope = table.equipment_name.isin(layout.MESOSCOPE_RIGS)
+    counts = {"mesoscope": int(mesoscope.sum()), "scientifica": int((~mesoscope).sum())}
+    sessions = {"mesoscope": table.ophys_session_id[mesoscope].nunique(),
+                "scientifica": table.ophys_session_id[~mesoscope].nunique()}
     whole = sum(counts[rig] * TYPICAL_BYTES[rig] for rig in counts)
-    datasets = sum(counts[rig] * TYPICAL_BYTES[rig] * measured_bytes[rig]["bytes_ratio"] for rig in counts)
+    by_plane = sum(counts[rig] * TYPICAL_BYTES[rig] * measured_bytes[rig]["bytes_ratio"] for rig in counts)
+
+    def moved(rig, part):  # a part of the typical file, with the measured bytes moved per byte of datasets
+        m = measured_bytes[rig]
+        return TYPICAL_BYTES[rig] * m[part] / m["file_bytes"] * m["moved_bytes"] / m["datasets_bytes"]
+
+    datasets = sum(counts[rig] * moved(rig, "plane_bytes") + sessions[rig] * moved(rig, "task_bytes") for rig in counts)
 
     def hours(n):
         return n * 8 / LINK_BITS_PER_S / 3600
@@ -319,10 +338,13 @@ def release_estimate(measured_bytes: dict) -> dict:
     print(f"whole release as published (incl. behavior-only sessions): {RELEASE_BYTES / 1e9:.0f} GB, "
           f"{hours(RELEASE_BYTES):.1f} h")
     print(f"experiment files whole: {whole / 1e9:.0f} GB, {hours(whole):.1f} h")
-    print(f"datasets mode (measured ratios): {datasets / 1e9:.0f} GB, {hours(datasets):.1f} h "
-          f"({datasets / whole:.2f} of the whole files)")
-    return {"counts": counts, "whole_release_bytes": RELEASE_BYTES, "experiment_files_bytes": whole,
-            "datasets_mode_bytes": datasets, "hours_whole_release": hours(RELEASE_BYTES),
+    print(f"datasets mode, every plane reading the task (measured ratios): {by_plane / 1e9:.0f} GB,"
+          f" {hours(by_plane):.1f} h ({by_plane / whole:.2f} of the whole files)")
+    print(f"datasets mode, the task once per session ({sessions['mesoscope']} Mesoscope and {sessions['scientifica']}"
+          f" Scientifica sessions; the workflow's way): {datasets / 1e9:.0f} GB, {hours(datasets):.1f} h"
+          f" ({datasets / whole:.2f} of the whole files)")
+    return {"counts": counts, "sessions": sessions, "whole_release_bytes": RELEASE_BYTES,
+            "experiment_files_bytes": whole, "datasets_mode_every_plane_bytes": by_plane, "datasets_mode_bytes": datasets, "hours_whole_release": hours(RELEASE_BYTES),
             "hours_experiment_files": hours(whole), "hours_datasets_mode": hours(datasets)}
 
 
