@@ -292,10 +292,10 @@ def extract_session_task(nwb: str | Path | BinaryIO, out_dir: str | Path, ophys_
     where = f"experiment {ophys_experiment_id} of session {ophys_session_id} ({nwb})"
     with _output_directory(nwb, Path(out_dir), where) as (f, partial):
         with reading(where):
-            metadata = nwb_metadata(f, where)
-        for key, expected in (("ophys_experiment_id", ophys_experiment_id), ("ophys_session_id", ophys_session_id)):
-            if int(metadata.get(key, expected)) != int(expected):
-                raise NwbError(f"{where}: the file says its {key} is {metadata[key]}")
+            stated = _require(f, layout.NWB_METADATA, where).attrs  # only the ids: the plane is not read here
+            for key, expected in (("ophys_experiment_id", ophys_experiment_id), ("ophys_session_id", ophys_session_id)):
+                if int(stated.get(key, expected)) != int(expected):
+                    raise NwbError(f"{where}: the file says its {key} is {_scalar(stated[key])}")
         return _task_step(lambda: write_session_task(f, partial, ophys_session_id, ophys_experiment_id, where),
                           partial, where)
 

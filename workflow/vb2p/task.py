@@ -433,12 +433,12 @@ def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
     return table
 
 
-def write_task_tables(f: h5py.File, directory: Path, where: str) -> tuple[list[str], dict, dict]:
+def write_task_tables(f: h5py.File, directory: Path, where: str) -> dict:
     """The session's task as AllenSDK returns it, one Parquet file per table in directory (not made when the file
-    holds no task). Returns the tables' names, has_task and their row counts (task_counts), and the task parameters.
-    """
+    holds no task). Returns the task's root attributes of a store: has_task, the tables' row counts (task_counts),
+    task_tables (their names) and task_parameters."""
     if not has_task(f):
-        return [], task_counts({}), {}
+        return {**task_counts({}), "task_tables": [], "task_parameters": {}}
     tables = {
         "stimulus_presentations": stimulus_presentations(f, where),
         "trials": trials(f, where),
@@ -454,7 +454,7 @@ def write_task_tables(f: h5py.File, directory: Path, where: str) -> tuple[list[s
     directory.mkdir(exist_ok=True)
     for name, table in tables.items():
         write_table(table, directory / f"{name}.parquet")
-    return list(tables), task_counts(tables), task_parameters(f, where)
+    return {**task_counts(tables), "task_tables": list(tables), "task_parameters": task_parameters(f, where)}
 
 
 def task_counts(tables: dict[str, pd.DataFrame]) -> dict:
@@ -476,9 +476,14 @@ FINGERPRINT_SERIES = (f"{NWB_RUNNING}/speed/timestamps", f"{NWB_RUNNING}/speed_u
                       f"{NWB_EYE_TRACKING}/eye_tracking/timestamps")
 
 
+def _interval_tables(f: h5py.File) -> list[str]:
+    """The task's interval tables (trials and every presentations table): their start times identify the task."""
+    return [NWB_TRIALS, *_presentation_tables(f)] if has_task(f) else []
+
+
 def fingerprint_paths(f: h5py.File) -> list[str]:
     """The datasets task_fingerprint reads (their data, not only their shape): a remote file prefetches them."""
-    return [f"{path}/start_time" for path in (NWB_TRIALS, *_presentation_tables(f))] if has_task(f) else []
+    return [f"{path}/start_time" for path in _interval_tables(f)]
 
 
 def task_fingerprint(f: h5py.File) -> str | None:
@@ -488,7 +493,7 @@ def task_fingerprint(f: h5py.File) -> str | None:
     if not has_task(f):
         return None
     digest = hashlib.blake2b(digest_size=16)
-    for path in (NWB_TRIALS, *_presentation_tables(f)):
+    for path in _interval_tables(f):
         digest.update(f"{path}:{[_text(name) for name in f[path].attrs['colnames']]}".encode())
         digest.update(f[path]["start_time"][:].astype("<f8").tobytes())
     for path in FINGERPRINT_SERIES:
@@ -498,15 +503,16 @@ def task_fingerprint(f: h5py.File) -> str | None:
 
 
 SESSION_RECORD = "session_task.json"
+# What a session's record says beside the store attributes it hands every plane (write_task_tables').
+SESSION_PROVENANCE = ("ophys_session_id", "ophys_experiment_id", "fingerprint")
 
 
 def write_session_task(f: h5py.File, directory: Path, ophys_session_id: int, ophys_experiment_id: int,
                        where: str) -> dict:
     """The session's task tables, computed once from one of its planes' files, into directory (empty, being
     written) with a record of where they come from: every plane's extraction takes them from there (write_task)."""
-    names, counts, parameters = write_task_tables(f, directory, where)
     record = {"ophys_session_id": int(ophys_session_id), "ophys_experiment_id": int(ophys_experiment_id),
-              "fingerprint": task_fingerprint(f), **counts, "task_tables": names, "task_parameters": parameters}
+              "fingerprint": task_fingerprint(f), **write_task_tables(f, directory, where)}
     (directory / SESSION_RECORD).write_text(json.dumps(record, indent=1))
     return record
 
@@ -560,12 +566,11 @@ def write_task(f: h5py.File, group: zarr.Group, store_dir: Path, dff: zarr.Array
         log.warning("%s: the file has no %s: the store has no events", where, NWB_EVENTS)
     record = None if session_task is None else _session_record(Path(session_task), f, ophys_session_id, where)
     if record is None:
-        names, counts, parameters = write_task_tables(f, store_dir / TASK_DIR, where)
+        attributes = write_task_tables(f, store_dir / TASK_DIR, where)
     else:
-        names, parameters = record["task_tables"], record["task_parameters"]
-        link_tables(names, Path(session_task), store_dir / TASK_DIR)
-        counts = {key: record[key] for key in task_counts({})}
-    if not counts["has_task"]:
+        attributes = {key: value for key, value in record.items() if key not in SESSION_PROVENANCE}
+        link_tables(attributes["task_tables"], Path(session_task), store_dir / TASK_DIR)
+    if not attributes["has_task"]:
         log.warning("%s: the file holds no task (no %s, or no %s/*%s table): the store has dF/F and events only",
                     where, NWB_TRIALS, NWB_INTERVALS, PRESENTATIONS_SUFFIX)
-    return {**counts, "n_event_rois": int(with_events.sum()), "task_tables": names, "task_parameters": parameters}
+    return {**attributes, "n_event_rois": int(with_events.sum())}
