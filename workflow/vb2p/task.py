@@ -127,10 +127,10 @@ def _column(table: h5py.Group, path: str, name: str, n_rows: int, where: str):
     return values
 
 
-def read_table(f: h5py.File, path: str, where: str, required: tuple[str, ...] = (),
-               skip: tuple[str, ...] = ()) -> pd.DataFrame:
-    """An NWB DynamicTable as hdmf's to_dataframe gives it (columns in `colnames` order, index = `id`), checked:
-    the required columns are there and start times never decrease."""
+def read_columns(f: h5py.File, path: str, where: str, required: tuple[str, ...] = (),
+                 skip: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The ids and the columns (in `colnames` order) of an NWB DynamicTable, checked: the required columns are there
+    and start times never decrease."""
     table = f[path]
     ids = table["id"][:].astype(np.int64)
     names = [_text(name) for name in table.attrs["colnames"]]
@@ -139,12 +139,18 @@ def read_table(f: h5py.File, path: str, where: str, required: tuple[str, ...] = 
         raise NwbError(f"{where}: table {path} has no column {', '.join(missing)}; a Visual Behavior task table has"
                        " them (allen-release-layout.md, section 5b)")
     columns = {name: _column(table, path, name, len(ids), where) for name in names if name not in skip}
-    frame = pd.DataFrame(columns, index=pd.Index(ids, dtype="int64"))
-    if "start_time" in frame:
-        start = frame["start_time"].to_numpy(dtype=np.float64)
+    if "start_time" in columns:
+        start = columns["start_time"].astype(np.float64, copy=False)
         if not np.all(np.isfinite(start)) or np.any(np.diff(start) < 0):
             raise NwbError(f"{where}: table {path}: start_time is not increasing (or not finite); the file is corrupt")
-    return frame
+    return ids, columns
+
+
+def read_table(f: h5py.File, path: str, where: str, required: tuple[str, ...] = (),
+               skip: tuple[str, ...] = ()) -> pd.DataFrame:
+    """An NWB DynamicTable as hdmf's to_dataframe gives it (index = `id`), checked as read_columns checks it."""
+    ids, columns = read_columns(f, path, where, required, skip)
+    return pd.DataFrame(columns, index=pd.Index(ids, dtype="int64"))
 
 
 def has_task(f: h5py.File) -> bool:
@@ -158,20 +164,25 @@ def _presentation_tables(f: h5py.File) -> list[str]:
     return sorted(f"{NWB_INTERVALS}/{name}" for name in intervals if name.endswith(PRESENTATIONS_SUFFIX))
 
 
-def is_change(image_name: np.ndarray, omitted: pd.Series) -> np.ndarray:
+def _filled(omitted, value: bool) -> np.ndarray:
+    """`omitted` (a bool, nullable boolean or 0/1 float column) as bools, its gaps set to value."""
+    return np.asarray(pd.array(omitted, dtype="boolean").fillna(value), dtype=bool)
+
+
+def is_change(image_name: np.ndarray, omitted) -> np.ndarray:
     """AllenSDK's is_change_event: the first shown image that differs from the previous shown image. Omitted flashes
     and rows without an `omitted` value (gray screen, movies) are not shown images; the first shown image is no
     change."""
-    shown = np.flatnonzero(~omitted.fillna(True).to_numpy(dtype=bool))
+    shown = np.flatnonzero(~_filled(omitted, True))
     change = np.zeros(len(image_name), dtype=bool)
     change[shown[1:]] = image_name[shown[1:]] != image_name[shown[:-1]]
     return change
 
 
-def flashes_since_change(image_name: np.ndarray, omitted: pd.Series, change: np.ndarray) -> np.ndarray:
+def flashes_since_change(image_name: np.ndarray, omitted, change: np.ndarray) -> np.ndarray:
     """AllenSDK's get_flashes_since_change, without its row loop: 0 at a change (and at the first row), +1 at every
     other row, and omitted rows repeat the count of the row before."""
-    carried = (image_name == "omitted") | omitted.fillna(False).to_numpy(dtype=bool)
+    carried = (image_name == "omitted") | _filled(omitted, False)
     counted = np.cumsum(~carried)
     position = np.arange(len(change))
     reset = ~carried & (change | (position == 0))
@@ -179,40 +190,63 @@ def flashes_since_change(image_name: np.ndarray, omitted: pd.Series, change: np.
     return (counted - np.where(last_reset >= 0, counted[np.maximum(last_reset, 0)], 0)).astype(np.int64)
 
 
+def _stacked(tables: list[dict[str, np.ndarray]], rows: list[int]) -> dict[str, np.ndarray]:
+    """Columns of tables stacked as pd.concat(sort=False) stacks them: in order of first appearance, and where a table
+    lacks a column, NaN there (pandas' rules: integers then become floats, bools and text objects)."""
+    names = list(dict.fromkeys(name for table in tables for name in table))
+    stacked = {}
+    for name in names:
+        pieces = [table.get(name) for table in tables]
+        if all(piece is not None for piece in pieces) and len({piece.dtype.kind for piece in pieces}) == 1:
+            stacked[name] = np.concatenate(pieces)
+        else:
+            stacked[name] = pd.concat([pd.DataFrame({name: piece}) if piece is not None else pd.DataFrame(index=range(n))
+                                       for piece, n in zip(pieces, rows)])[name].to_numpy()
+    return stacked
+
+
+def _presentations_dtype(name: str, values: np.ndarray):
+    """AllenSDK's dtype rules: integer columns int64; float columns holding only 0, 1 and NaN are nullable booleans
+    (its writer stores booleans with gaps as floats)."""
+    if values.dtype.kind == "i":
+        return values.astype(np.int64, copy=False)
+    if values.dtype.kind == "f" and not name.endswith("_index") and np.isin(values[~np.isnan(values)], (0, 1)).all():
+        return pd.array(values, dtype="boolean")
+    return values
+
+
 def stimulus_presentations(f: h5py.File, where: str) -> pd.DataFrame:
     """AllenSDK's stimulus presentations (Presentations.from_nwb): every /intervals/*_presentations table, in order
-    of start_time, with is_change and flashes_since_change recomputed. `stop_time` keeps its NWB name."""
-    frames = []
+    of start_time, with is_change and flashes_since_change recomputed. `stop_time` keeps its NWB name.
+
+    Columns are stacked and typed as numpy arrays and made a DataFrame once (a pandas operation per column and table
+    took three times as long)."""
+    tables, rows = [], []
     for path in _presentation_tables(f):
-        frame = read_table(f, path, where, required=("start_time", "stop_time"),
-                           skip=("tags", "timeseries")).reset_index(drop=True)
-        text = frame.select_dtypes("object").columns
-        frame[text] = frame[text].replace({"N/A": ""})
-        frames.append(frame)
-    table = pd.concat(frames, sort=False)
+        ids, columns = read_columns(f, path, where, required=("start_time", "stop_time"), skip=("tags", "timeseries"))
+        for values in columns.values():
+            if values.dtype == object and len(values) and isinstance(values[0], str):  # text, not a ragged column
+                values[values == "N/A"] = ""
+        tables.append(columns)
+        rows.append(len(ids))
+    table = _stacked(tables, rows)
     missing = [name for name in PRESENTATIONS_REQUIRED if name not in table]
     if missing:
         raise NwbError(f"{where}: no stimulus presentations table ({', '.join(_presentation_tables(f))}) has column"
                        f" {', '.join(missing)}; AllenSDK's release files have them")
-    # AllenSDK's dtype rules: integer columns int64; float columns holding only 0, 1 and NaN are nullable booleans
-    # (its writer stores booleans with gaps as floats).
-    table = table.astype({name: "int64" for name in table.select_dtypes(include="int")})
-    table = table.astype({
-        name: "boolean" for name in table.select_dtypes(include="float")
-        if set(table[name].dropna().unique()) <= {0, 1} and not name.endswith("_index")
-    })
     # Stable: equal start times (none in release files) keep the tables' order, where AllenSDK's quicksort is arbitrary.
-    table = table.sort_values("start_time", kind="stable").reset_index(drop=True)
-    image_name = table["image_name"].to_numpy(dtype=object)
+    order = np.argsort(table["start_time"], kind="stable")
+    table = {name: _presentations_dtype(name, values)[order] for name, values in table.items()
+             if name not in ("image_set", "index")}
+    image_name = np.asarray(table["image_name"], dtype=object)
     table["is_change"] = is_change(image_name, table["omitted"])
-    table["flashes_since_change"] = flashes_since_change(image_name, table["omitted"], table["is_change"].to_numpy())
+    table["flashes_since_change"] = flashes_since_change(image_name, table["omitted"], table["is_change"])
     for name in PRESENTATIONS_INT:
         if name in table:
-            table[name] = table[name].fillna(INT_NULL).astype(np.int64)
-    table = table.drop(columns=["image_set", "index"], errors="ignore")
-    table.index = pd.RangeIndex(len(table), name="stimulus_presentations_id")
+            table[name] = np.asarray(pd.Series(table[name]).fillna(INT_NULL), dtype=np.int64)
     first = [name for name in PRESENTATIONS_ORDER if name in table]
-    return table[first + sorted(set(table.columns) - set(first))]
+    return pd.DataFrame({name: table[name] for name in first + sorted(set(table) - set(first))},
+                        index=pd.RangeIndex(len(order), name="stimulus_presentations_id"))
 
 
 def trials(f: h5py.File, where: str) -> pd.DataFrame:
@@ -298,14 +332,14 @@ def eye_tracking(f: h5py.File, z_threshold: float = EYE_Z_THRESHOLD,
     floats = [name for name in EYE_TRACKING_COLUMNS if name != "likely_blink"]
     row = {name: i for i, name in enumerate(floats)}
     block = np.empty((len(floats), len(eye["timestamps"])))
-    block[row["timestamps"]] = eye["timestamps"][:]
+    eye["timestamps"].read_direct(block[row["timestamps"]])  # into the block: no array of its own to copy from
     for prefix, series in (("cr", cr), ("eye", eye), ("pupil", pupil)):
-        block[row[f"{prefix}_area_raw"]] = series["area_raw"][:]
+        series["area_raw"].read_direct(block[row[f"{prefix}_area_raw"]])
         block[row[f"{prefix}_area"]] = block[row[f"{prefix}_area_raw"]]
         centre = series["data"][:]
         block[row[f"{prefix}_center_x"]], block[row[f"{prefix}_center_y"]] = centre[:, 0], centre[:, 1]
         for name, dataset in (("width", "width"), ("height", "height"), ("phi", "angle")):
-            block[row[f"{prefix}_{name}"]] = series[dataset][:]
+            series[dataset].read_direct(block[row[f"{prefix}_{name}"]])
     areas = [block[row[name]] for name in ("eye_area_raw", "pupil_area_raw")]
     blink = np.isnan(areas[0]) | np.isnan(areas[1])
     for area in areas:
@@ -410,14 +444,33 @@ def _write_events(f: h5py.File, group: zarr.Group, store_dir: Path, dff: zarr.Ar
     return columns >= 0
 
 
+def arrow_table(table: pd.DataFrame) -> pa.Table:
+    """The table as Arrow with pandas' metadata (index, names, dtypes), as pa.Table.from_pandas makes it, but numpy
+    number and bool columns are taken as they are: float NaN stays NaN, as the NWB and AllenSDK have it (from_pandas
+    would scan every value to make NaN a null: 8 ms of a 270,000-row eye tracking table), and float columns are not
+    copied. Other columns (text, nullable extension dtypes, lists) are converted as from_pandas converts them."""
+    schema = pa.Schema.from_pandas(table)
+    index_levels = {name: level for level, name in enumerate(schema.pandas_metadata["index_columns"])
+                    if isinstance(name, str)}  # a RangeIndex is metadata only, not a column
+    arrays = []
+    for field in schema:
+        values = (table.index.get_level_values(index_levels[field.name]) if field.name in index_levels
+                  else table[field.name])
+        plain = isinstance(values.dtype, np.dtype) and values.dtype.kind in "fiub"
+        arrays.append(pa.array(values.to_numpy() if plain else values, type=field.type, from_pandas=not plain))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Parquet with the pandas index; dictionary encoding for text only (it slows float columns 2-3x, for nothing),
-    float columns not compressed: measured values do not compress (eye tracking: 46.1 MB with snappy, 47.2 MB
-    without) and compressing them is a quarter of the write."""
-    arrow = pa.Table.from_pandas(table)
+    """Parquet with the pandas index. Float columns are neither compressed nor summarised: measured values do not
+    compress (eye tracking: 46.1 MB with snappy, 47.2 MB without) and compressing them was a quarter of the write;
+    their min/max statistics are another 10 %, for row-group skipping that tables of one row group never use.
+    Dictionary encoding for text only (it slows float columns 2-3x, for nothing)."""
+    arrow = arrow_table(table)
+    floats = {field.name for field in arrow.schema if pa.types.is_floating(field.type)}
     pq.write_table(arrow, path, use_dictionary=[field.name for field in arrow.schema if pa.types.is_string(field.type)],
-                   compression={field.name: "none" if pa.types.is_floating(field.type) else "snappy"
-                                for field in arrow.schema})
+                   compression={name: "none" if name in floats else "snappy" for name in arrow.schema.names},
+                   write_statistics=[name for name in arrow.schema.names if name not in floats])
 
 
 def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
