@@ -53,6 +53,38 @@ def test_moved_chunks_read_back_bit_for_bit_in_several_shards(tmp_path):
     assert opened.dims == ("time", "cell") and np.array_equal(opened.values, values)
 
 
+def test_a_local_file_and_a_file_object_give_the_same_shards(tmp_path):
+    """Chunks of a local file are read at their offsets (pread); of a file object (ranged S3 reads), through h5py."""
+    values = sparse_events(SHAPE)
+    dataset_file(tmp_path / "a.h5", values).file.close()
+    with h5py.File(tmp_path / "a.h5", "r") as local, open(tmp_path / "a.h5", "rb") as handle:
+        with h5py.File(handle, "r") as through_object:
+            assert local.driver == "sec2" and through_object.driver == "fileobj"
+            (tmp_path / "local").mkdir()
+            (tmp_path / "object").mkdir()
+            moved(tmp_path / "local", local["events"])
+            moved(tmp_path / "object", through_object["events"])
+    shards = sorted((tmp_path / "local" / "store.zarr" / "events" / "c").rglob("*"))
+    assert len([path for path in shards if path.is_file()]) == 3
+    for path in shards:
+        twin = tmp_path / "object" / path.relative_to(tmp_path / "local")
+        assert path.is_dir() or path.read_bytes() == twin.read_bytes()
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "local" / "store.zarr" / "events")[...], values)
+
+
+def test_a_chunk_past_the_end_of_a_truncated_file_is_an_error(tmp_path):
+    values = sparse_events(SHAPE)
+    dataset_file(tmp_path / "a.h5", values).file.close()
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        infos = []
+        f["events"].id.chunk_iter(infos.append)
+        last = max(infos, key=lambda info: info.byte_offset)
+        with open(tmp_path / "a.h5", "r+b") as handle:  # cut the file inside its last chunk
+            handle.truncate(last.byte_offset + last.size // 2)
+        with pytest.raises(OSError, match="past the end of the file"):
+            chunks.chunk_reader(f["events"])(last)
+
+
 def test_only_codecs_of_the_zarr_v3_specification(tmp_path):
     moved(tmp_path, dataset_file(tmp_path / "a.h5", sparse_events(SHAPE)))
     metadata = json.loads((tmp_path / "store.zarr" / "events" / "zarr.json").read_text())

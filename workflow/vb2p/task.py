@@ -268,11 +268,16 @@ def _require(f: h5py.File, path: str, where: str, what: str):
 def running_speed(f: h5py.File, where: str, filtered: bool = True) -> pd.DataFrame:
     """AllenSDK's running_speed (10 Hz low-pass, as stored) or raw_running_speed; a speed whose mean is below
     -1 cm/s is flipped, as AllenSDK does for rigs with reversed encoder polarity."""
-    series = _require(f, f"{NWB_RUNNING}/{'speed' if filtered else 'speed_unfiltered'}", where, "running speed")
-    speed = series["data"][:].astype(np.float64)
-    if np.nanmean(speed) < -1:
-        speed = -speed
-    return pd.DataFrame({"timestamps": series["timestamps"][:].astype(np.float64), "speed": speed})
+    path = f"{NWB_RUNNING}/{'speed' if filtered else 'speed_unfiltered'}"
+    series = _require(f, path, where, "running speed")
+    if series["data"].shape != series["timestamps"].shape:
+        raise NwbError(f"{where}: {path} has {series['data'].shape} samples for {series['timestamps'].shape} timestamps")
+    block = np.empty((2, len(series["timestamps"])))  # (column, sample): pandas takes it as its block, no copy
+    series["timestamps"].read_direct(block[0])
+    series["data"].read_direct(block[1])
+    if np.nanmean(block[1]) < -1:
+        block[1] *= -1
+    return pd.DataFrame(block.T, columns=["timestamps", "speed"], copy=False)
 
 
 def licks(f: h5py.File) -> pd.DataFrame:
@@ -543,10 +548,11 @@ def task_fingerprint(f: h5py.File) -> str | None:
     """What tells one session's task from another in a millisecond, without reading the tables: the columns and
     start times of the trials and of every presentations table, and the length of every time series. None without
     a task. Every plane's file of a session carries the session's task (AllenSDK writes it into each)."""
-    if not has_task(f):
+    tables = _interval_tables(f)
+    if not tables:
         return None
     digest = hashlib.blake2b(digest_size=16)
-    for path in _interval_tables(f):
+    for path in tables:
         digest.update(f"{path}:{[_text(name) for name in f[path].attrs['colnames']]}".encode())
         digest.update(f[path]["start_time"][:].astype("<f8").tobytes())
     for path in FINGERPRINT_SERIES:
