@@ -7,11 +7,11 @@ mean) and a Scientifica plane (139,986 frames x 202 ROIs), each with a whole 75-
 trials, 60 Hz running and eye tracking: 270,000 rows), prints:
   (a) extraction with the task / extraction without it (the same with its task step left out; target <= 1.25), for a
       session of as many planes as the real sessions of its rig have (1 Scientifica, 6 Mesoscope: the median), as
-      the workflow runs it: the session's task tables once (rule session_task), then every plane's extraction with
-      them (events and a check that the session's task is its file's); then over the whole real release, every
-      session costed by its rig and its number of planes. Also a plane reading its own task (extraction by hand),
-      what the task adds to the store, and what reading all events costs from the store (their compressed chunks,
-      moved as they are) and from the NWB (h5py);
+      the workflow runs it: a session of several planes has its task tables read once (rule session_task), then
+      every plane's extraction takes them (its events, and a check that the session's task is its file's); the
+      plane of a session of one plane reads its task itself. Then over the whole real release, every session
+      costed by its rig and its number of planes. Also what the task adds to the store, and what reading all events
+      costs from the store (their compressed chunks, moved as they are) and from the NWB (h5py);
   (b) AllenSDK's from_nwb_path + stimulus_presentations + trials + running_speed (its venv, timed inside a
       subprocess, imports excluded) / open_experiment(store) + the same three attributes (target >= 10x).
 """
@@ -29,6 +29,7 @@ from unittest import mock
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pandas as pd
 import zarr
 from extraction import ALLENSDK_PYTHON, directory_bytes, experiment_id, interleaved_medians, median_time
@@ -59,20 +60,38 @@ def read_stored_events(store: Path) -> None:
     zarr.open_array(store / "events", mode="r")[...]
 
 
-def interleaved_fresh(steps: list[tuple], repeats: int) -> tuple[list[float], list[float]]:
-    """Median wall and CPU seconds of each (function, output) step. Each is timed as a workflow job runs: into an
-    output that does not exist yet (the previous one is removed untimed, as Snakemake removes a job's old output
-    before it starts), with no other step's writes still pending (os.sync, untimed: on this 2-core machine the
-    kernel's write-back of one step's output otherwise falls on the next one's time). The steps alternate in an
-    order that rotates every round, so that no step always follows the same one (a step after a large extraction
-    is slower: its writes find the file system busy freeing the removed output's blocks)."""
+def read_whole(path: Path) -> None:
+    """Read a file into the page cache (this machine's kernel pages out what it has not read for a few seconds)."""
+    with open(path, "rb") as handle:
+        while handle.read(16 * 2**20):
+            pass
+
+
+def touch_memory(n_bytes: int = 2**30) -> None:
+    """Write to n_bytes of fresh memory and free it: the pages a step allocates next are then ones the host backs."""
+    np.ones(n_bytes // 8)
+
+
+def interleaved_fresh(steps: list[tuple], nwb: Path, repeats: int) -> tuple[list[float], list[float]]:
+    """Median wall and CPU seconds of each (function, output) step on the NWB file. Each is timed as a workflow job
+    runs on a machine of its own: into an output that does not exist yet (the previous one is removed untimed, as
+    Snakemake removes a job's old output before it starts), from a warm page cache, with no other step's writes
+    pending. Done untimed before each step, because this sandbox VM is not such a machine:
+    - the NWB file is read whole: its kernel pages out file data idle for a few seconds (DAMON), so a step that
+      reads the eye tracking once a round read it from disk in a third of the rounds;
+    - os.sync: on 2 cores the kernel's write-back of one step's output otherwise falls on the next one's time;
+    - touch_memory: its host backs the guest's memory lazily, so the first write to a 2 MB page the guest has not
+      used for a while stalls the guest (47 MB took 5 ms or 107-150 ms, at random, with the same page faults).
+    The steps alternate in an order that rotates every round, so that no step always follows the same one."""
     wall, cpu = [[] for _ in steps], [[] for _ in steps]
-    for round_ in range(repeats + 1):  # round 0 warms the page cache and imports
+    for round_ in range(repeats + 1):  # round 0 warms the imports
         for k in range(len(steps)):
             index = (k + round_) % len(steps)
             function, output = steps[index]
             shutil.rmtree(output, ignore_errors=True)
+            read_whole(nwb)
             os.sync()
+            touch_memory()
             cpu_start, start = time.process_time(), time.perf_counter()
             function()
             if round_:
@@ -94,24 +113,30 @@ def extraction_ratio(nwb: Path, work: Path, planes: int, repeats: int) -> dict:
         (lambda: extract_session_task(nwb, timed_session_dir, identifier, session), timed_session_dir),
         (lambda: extract_experiment(nwb, with_session, identifier, session_task=session_dir), with_session),
         (lambda: extract_experiment(nwb, alone, identifier), alone),
-    ], repeats)
+    ], nwb, repeats)
     without_s, task_s, plane_s, alone_s = wall
     # Events stay deflate-compressed as AllenSDK wrote them: reading them inflates, from the store as from the NWB.
     nwb_read_s, store_read_s = interleaved_medians(lambda: read_events(nwb), lambda: read_stored_events(alone),
                                                    repeats=repeats)
     added = {name: directory_bytes(alone / name) for name in ("events", task.TASK_DIR)}
     return {"planes": planes, "without_task_s": without_s, "session_task_s": task_s, "plane_with_session_task_s": plane_s,
-            "ratio": session_ratio(task_s, plane_s, without_s, planes), "alone_with_task_s": alone_s,
-            "alone_ratio": alone_s / without_s, "cpu_s": dict(zip(("without_task", "session_task", "plane_with_session_task",
-                                                                    "alone_with_task"), cpu)),
-            "cpu_ratio": session_ratio(cpu[1], cpu[2], cpu[0], planes),
+            "alone_with_task_s": alone_s, "seconds": wall, "ratio": session_ratio(wall, planes),
+            "cpu_s": dict(zip(("without_task", "session_task", "plane_with_session_task", "alone_with_task"), cpu)),
+            "cpu_ratio": session_ratio(cpu, planes),
             "read_events_nwb_s": nwb_read_s, "read_events_store_s": store_read_s,
             "store_bytes_without": directory_bytes(plain), "bytes_added": added}
 
 
-def session_ratio(task_s: float, plane_s: float, without_s: float, planes: int) -> float:
-    """A session's extraction with the task (its tables once, then every plane) / without it."""
-    return (task_s + planes * plane_s) / (planes * without_s)
+def session_seconds(seconds: list[float], planes: int) -> float:
+    """A session's extraction with the task as the workflow runs it, from the (without task, session task, plane with
+    the session's task, plane alone) times of a plane: the tables once then every plane, or a lone plane by itself."""
+    without_s, task_s, plane_s, alone_s = seconds
+    return task_s + planes * plane_s if planes > 1 else alone_s
+
+
+def session_ratio(seconds: list[float], planes: int) -> float:
+    """A session's extraction with the task / without it."""
+    return session_seconds(seconds, planes) / (planes * seconds[0])
 
 
 def open_and_read(store: Path) -> None:
@@ -139,17 +164,18 @@ def peer_ratio(nwb: Path, work: Path, repeats: int) -> dict:
 
 
 def release_weighted(results: dict) -> dict:
-    """(a) for the whole release: every real session costed as the enlarged file of its rig, times its planes."""
+    """(a) for the whole release: every real session costed as the file of its rig, with its number of planes."""
     experiments = pd.read_csv(REPO / "tests" / "data" / "real_metadata" / "ophys_experiment_table.csv")
     planes = experiments.groupby("ophys_session_id").agg(n=("ophys_experiment_id", "size"), rig=("equipment_name", "first"))
     mesoscope = planes.rig.isin(layout.MESOSCOPE_RIGS)
     total = {"with_task_s": 0.0, "without_task_s": 0.0}
     for rig, sessions in (("mesoscope", planes[mesoscope]), ("scientifica", planes[~mesoscope])):
-        a = results[f"{rig}_size"]["extraction"]
-        total["with_task_s"] += len(sessions) * a["session_task_s"] + sessions.n.sum() * a["plane_with_session_task_s"]
-        total["without_task_s"] += sessions.n.sum() * a["without_task_s"]
+        seconds = results[f"{rig}_size"]["extraction"]["seconds"]
+        total["with_task_s"] += sum(session_seconds(seconds, n) for n in sessions.n)
+        total["without_task_s"] += sessions.n.sum() * seconds[0]
     return {"mesoscope": int(planes.n[mesoscope].sum()), "scientifica": int(planes.n[~mesoscope].sum()),
-            "mesoscope_sessions": int(mesoscope.sum()), **total, "ratio": total["with_task_s"] / total["without_task_s"]}
+            "mesoscope_sessions": int(mesoscope.sum()), "session_tasks": int((planes.n > 1).sum()), **total,
+            "ratio": total["with_task_s"] / total["without_task_s"]}
 
 
 def main() -> None:
@@ -173,12 +199,14 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         entry = results[name] = {"frames": shape[0], "rois": shape[1]}
         a = entry["extraction"] = extraction_ratio(nwb, work, planes[name], args.repeats)
+        shared = (f"{a['session_task_s']:.3f} s for the session's tables + {a['plane_with_session_task_s']:.3f} s a"
+                  " plane")
+        alone = f"{a['alone_with_task_s']:.3f} s for the plane reading its own task"
         print(f"(a) a session of {a['planes']} plane(s): without the task {a['without_task_s']:.3f} s a plane; with it"
-              f" {a['session_task_s']:.3f} s for the session's tables + {a['plane_with_session_task_s']:.3f} s a plane:"
-              f" ratio {a['ratio']:.2f} (target <= 1.25; in CPU time {a['cpu_ratio']:.2f}). A plane reading its own task (by hand)"
-              f" {a['alone_with_task_s']:.3f} s, {a['alone_ratio']:.2f}. Reading all events from the store"
-              f" {a['read_events_store_s']:.3f} s, from the NWB {a['read_events_nwb_s']:.3f} s; the task adds"
-              f" {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in a['bytes_added'].items())}"
+              f" {shared if a['planes'] > 1 else alone}: ratio {a['ratio']:.2f} (target <= 1.25; in CPU time"
+              f" {a['cpu_ratio']:.2f}); for comparison, {alone if a['planes'] > 1 else shared}. Reading all events"
+              f" from the store {a['read_events_store_s']:.3f} s, from the NWB {a['read_events_nwb_s']:.3f} s; the"
+              f" task adds {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in a['bytes_added'].items())}"
               f" to a {a['store_bytes_without'] / 1e6:.1f} MB store", flush=True)
         b = entry["open"] = peer_ratio(nwb, work, args.repeats)
         allensdk = "n/a" if b["allensdk_s"] is None else f"{b['allensdk_s']:.2f} s"
@@ -190,8 +218,9 @@ def main() -> None:
     results["release"] = release_weighted(results)
     release = results["release"]
     print(f"(a) over the real release ({release['mesoscope']} Mesoscope planes in {release['mesoscope_sessions']}"
-          f" sessions, {release['scientifica']} Scientifica planes): extraction with the task / without it"
-          f" {release['ratio']:.2f} (each session costed as the files of its rig above, times its planes)", flush=True)
+          f" sessions, {release['scientifica']} Scientifica planes; {release['session_tasks']} sessions of several"
+          f" planes have a session task): extraction with the task / without it {release['ratio']:.2f} (each session"
+          " costed as the files of its rig above, with its number of planes)", flush=True)
     (args.out / "task.json").write_text(json.dumps(results, indent=2))
     print(f"results: {args.out / 'task.json'} (machine: {os.cpu_count()} cores)")
 

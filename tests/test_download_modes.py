@@ -3,12 +3,17 @@ reads only the datasets it needs from the pinned S3 object): the same stores, fr
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import zarr
-from conftest import publisher_client, run_workflow
+from conftest import REPO, publisher_client, run_workflow
 from publish import publish_release
 
 from vb2p import layout, steps
@@ -138,3 +143,19 @@ def test_the_planes_of_a_mesoscope_session_share_its_task_read_once(tmp_path, s3
                                        for reads in (PLANE_READS, TASK_READS))
         # measured: its datasets + 0.6 MB of HDF5 metadata and read-ahead; reading the task too would add 2.6 MB
         assert moved[plane] < plane_bytes + task_bytes / 2, (moved[plane], plane_bytes, task_bytes)
+    # The same steps by hand (README): the session's tables and record as the workflow's, and a plane's store takes them.
+    hand = tmp_path / "by_hand"
+    (hand / "config").mkdir(parents=True)
+    (hand / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    (hand / "mine.yaml").write_text(yaml.safe_dump({"release": s3, "cache_dir": str(tmp_path / "hand_cache"),
+                                                    "download": {"mode": "datasets"},
+                                                    "selection": {"filters": {"ophys_session_id": session}}}))
+    for args in (["sync"], ["select"], ["download", "--experiment", planes[0]], ["download", "--experiment", planes[1]],
+                 ["session-task", "--session", session], ["extract", "--experiment", planes[1]]):
+        result = subprocess.run([sys.executable, "-m", "vb2p", *map(str, args), "--config", "mine.yaml"], cwd=hand,
+                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "workflow")})
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+    for name in [table.name for table in tables] + [task.SESSION_RECORD]:
+        assert (hand / results.session_task(session) / name).read_bytes() == (work / results.session_task(session) / name).read_bytes()
+        assert name == task.SESSION_RECORD or (hand / results.store(planes[1]) / task.TASK_DIR / name).samefile(
+            hand / results.session_task(session) / name)

@@ -10,7 +10,7 @@ from conftest import DATA
 from vb2p import layout
 from vb2p.errors import SelectionError, TableError
 from vb2p.overview import release_overview
-from vb2p.selection import select_experiments
+from vb2p.selection import experiment_groups, select_experiments
 from vb2p.tables import load_table, load_tables
 
 REAL = DATA / "real_metadata"
@@ -157,3 +157,19 @@ def test_demo_tables_load_and_agree_with_each_other(demo_root):
     overview = release_overview(tables)
     assert overview["summary"].set_index("quantity").value["mice"] == 3
     assert len(overview["mice_with_omissions_during_habituation"]) == 1  # the demo's Vip Multiscope mouse
+
+
+def test_a_session_task_only_where_selected_planes_share_it(real_tables):
+    """Rule session_task reads a task once for the selected planes of a session that share it; a session of one
+    selected plane (every Scientifica session, a Mesoscope session cut down by the selection) has none."""
+    experiments = real_tables["ophys_experiment_table"]
+    groups = experiment_groups(experiments)
+    planes = groups["sessions"]
+    assert len(planes) == 704 and len(groups["task_sources"]) == 255
+    assert all(len(planes[s]) > 1 and source == min(planes[s]) for s, source in groups["task_sources"].items())
+    assert sum(len(planes[s]) for s in groups["task_sources"]) == 1492  # experiments that take a shared task
+    mesoscope = experiments[experiments.equipment_name.str.startswith("MESO")]
+    session = mesoscope.groupby("ophys_session_id").size().idxmax()  # a session of 8 planes
+    one_plane = mesoscope[mesoscope.ophys_session_id == session].iloc[:1]
+    assert experiment_groups(one_plane)["task_sources"] == {}
+    assert experiment_groups(one_plane)["session_of"] == {int(one_plane.index[0]): int(session)}

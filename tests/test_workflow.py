@@ -52,17 +52,23 @@ def test_demo_run_syncs_selects_and_extracts_every_selected_experiment(tmp_path)
     for line in index[1:]:
         assert (tmp_path / "results/zarr" / line.split(",")[1]).is_dir()
     assert (tmp_path / "results/qc/cell_count_mismatches.csv").read_text().startswith("ophys_experiment_id,")
-    # Each session's task is read once and every plane's store holds those files (Mesoscope sessions of several
-    # planes: test_download_modes).
+    # The task of a session of several planes (Mesoscope) is read once and every plane's store holds those files; a
+    # session of one plane (Scientifica) has no session task: its extraction reads the task itself. (This demo of one
+    # mouse may have no Mesoscope session: test_download_modes runs one of 4 planes.)
     import pandas as pd
 
     experiments = pd.read_csv(tmp_path / "results/selection/experiments.csv")
     planes = experiments.groupby("ophys_session_id").ophys_experiment_id.agg(list)
-    assert sorted(p.stem for p in (tmp_path / "results/logs/session_task").glob("*.log")) == sorted(map(str, planes.index))
+    shared = planes[planes.map(len) > 1]
+    assert (planes.map(len) == 1).any()
+    assert sorted(p.stem for p in (tmp_path / "results/logs/session_task").glob("*.log")) == sorted(map(str, shared.index))
+    assert sorted(p.name for p in (tmp_path / "results/task").glob("*")) == sorted(map(str, shared.index))
     for session_id, experiment_ids in planes.items():
         tables = sorted((tmp_path / f"results/task/{session_id}").glob("*.parquet"))
-        assert {t.stem for t in tables} >= {"stimulus_presentations", "trials", "running_speed"}
+        assert (session_id in shared) == bool(tables)
         for experiment_id in experiment_ids:
+            store_tables = sorted((tmp_path / f"results/zarr/{experiment_id}.zarr/task").glob("*.parquet"))
+            assert {t.stem for t in store_tables} >= {"stimulus_presentations", "trials", "running_speed"}
             for table in tables:
                 assert (tmp_path / f"results/zarr/{experiment_id}.zarr/task/{table.name}").samefile(table)
             log = (tmp_path / f"results/logs/extract_experiment/{experiment_id}.log").read_text()
@@ -109,10 +115,10 @@ def test_a_corrupt_nwb_fails_its_experiment_and_keep_going_finishes_the_others(t
     for experiment_id in selected.index:
         store = tmp_path / f"w/results/zarr/{experiment_id}.zarr"
         assert store.exists() == (experiment_id != int(victim_id)), experiment_id
-    # A Scientifica session has one plane: its task is read from the victim's file first, and that step names it.
-    session_id = selected.ophys_session_id[int(victim_id)]
-    log = (tmp_path / f"w/results/logs/session_task/{session_id}.log").read_text()
-    assert f"experiment {victim_id} of session {session_id}" in log and str(victim_path.name) in log
+    # A Scientifica session has one plane: no session task; the victim's extraction names it.
+    assert not (tmp_path / "w/results/logs/session_task").exists()
+    log = (tmp_path / f"w/results/logs/extract_experiment/{victim_id}.log").read_text()
+    assert f"experiment {victim_id}" in log and str(victim_path.name) in log
     assert not list((tmp_path / "w/results/zarr").glob(".*partial"))
 
 
@@ -145,8 +151,8 @@ def test_every_step_by_hand_gives_what_the_workflow_gives(tmp_path, demo_root):
     selected = pd.read_csv(by_hand / "results/selection/experiments.csv")
     for experiment_id in selected.ophys_experiment_id:
         vb2p("download", *mine, "--experiment", str(experiment_id))
-    for session_id in selected.ophys_session_id.unique():
-        vb2p("session-task", *mine, "--session", str(session_id))
+    for session_id in selected.ophys_session_id.unique():  # Scientifica: one plane each, no session task
+        assert "nothing to do" in vb2p("session-task", *mine, "--session", str(session_id))
     for experiment_id in selected.ophys_experiment_id:
         vb2p("extract", *mine, "--experiment", str(experiment_id))
     vb2p("index", *mine)

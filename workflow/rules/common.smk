@@ -109,15 +109,18 @@ def session_stores(wildcards):
 
 
 def session_task_dir(wildcards):
-    """The task of the experiment's session (rule session_task), which its store takes."""
+    """The task of the experiment's session (rule session_task), which its store takes; none when the experiment is
+    its session's only selected plane (its extraction reads the task itself: nothing to share).
+    """
     experiment = int(wildcards.ophys_experiment_id)
-    session = selection_plan()["session_of"].get(experiment)
+    plan = selection_plan()
+    session = plan["session_of"].get(experiment)
     if session is None:
         raise WorkflowError(
             f"experiment {experiment} is not in the selection ({SELECTION}): stores are made for selected "
             "experiments; widen selection in the config to include it"
         )
-    return str(results.session_task(session))
+    return str(results.session_task(session)) if session in plan["task_sources"] else []
 
 
 def task_source(wildcards):

@@ -72,13 +72,22 @@ def _download(args) -> None:
 
     receipt = steps.download(_config(args), results.RELEASE_RECORD, args.experiment,
                              results.download_receipt(args.experiment))
-    print(receipt["path"])
+    # download.mode datasets fetches nothing here: extraction reads the datasets from the object the receipt pins
+    print(receipt["path"] if receipt["mode"] != "datasets" else f"{receipt['url']} ({receipt['bytes']} bytes, pinned)")
 
 
 def _session_task(args) -> None:
     from vb2p import steps
 
-    source = _groups()["task_sources"][args.session]
+    groups = _groups()
+    if args.session not in groups["task_sources"]:
+        planes = groups["sessions"].get(args.session)
+        if planes is None:
+            raise SystemExit(f"session {args.session} is not in the selection ({results.SELECTION})")
+        print(f"session {args.session} has one selected plane (experiment {planes[0]}): its extraction reads the "
+              "task from its own file; nothing to do")
+        return
+    source = groups["task_sources"][args.session]
     steps.session_task(_config(args), results.download_receipt(source), source, args.session,
                        results.session_task(args.session))
     print(results.session_task(args.session))
@@ -87,9 +96,11 @@ def _session_task(args) -> None:
 def _extract(args) -> None:
     from vb2p import steps
 
-    session = _groups()["session_of"][args.experiment]
+    groups = _groups()
+    session = groups["session_of"][args.experiment]
     steps.extract(_config(args), results.download_receipt(args.experiment), args.experiment,
-                  results.store(args.experiment), results.session_task(session))
+                  results.store(args.experiment),
+                  results.session_task(session) if session in groups["task_sources"] else None)
     print(results.store(args.experiment))
 
 
@@ -231,9 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("select", _select, None, True, "the config's selection of experiments (checkpoint select_experiments)"),
         ("download", _download, "--experiment", True, "one NWB file into the cache (rule download_experiment)"),
         ("session-task", _session_task, "--session", True,
-         "a session's task tables, once for its planes (rule session_task)"),
+         "the task tables a session's selected planes share, read once (rule session_task; a session of one "
+         "selected plane has none: its extraction reads the task)"),
         ("extract", _extract, "--experiment", True,
-         "write one experiment's Zarr store, after its session's session-task (rule extract_experiment)"),
+         "write one experiment's Zarr store, after its session's session-task if it has one (rule "
+         "extract_experiment)"),
         ("index", _index, None, True, "index the selection's stores, cross-check cell counts (rule zarr_index)"),
         ("alignment", _alignment, "--container", True, "a container's sessions aligned (rule container_alignment)"),
         ("population", _population, "--session", True, "mean dF/F of a session's planes (rule session_population)"),

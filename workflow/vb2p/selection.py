@@ -218,15 +218,17 @@ def estimated_download_bytes(selected: pd.DataFrame) -> float:
 
 def experiment_groups(selected: pd.DataFrame) -> dict:
     """The selected experiment ids, and per container (in acquisition order: the first is the reference session of
-    the container's alignment) and per session; the experiment whose file gives each session's task (the first
-    selected one: the planes of a session share its task); the session of each experiment."""
+    the container's alignment) and per session; for each session of several selected planes, the experiment whose
+    file gives the task they share (the first selected one: rule session_task reads it once for all of them; a
+    session of one selected plane has none, its extraction reads the task from its own file); the session of each
+    experiment."""
     ordered = selected.sort_values("date_of_acquisition", kind="stable")
     sessions = {int(s): [int(i) for i in rows.index] for s, rows in selected.groupby("ophys_session_id")}
     return {
         "experiments": [int(i) for i in selected.index],
         "containers": {int(c): [int(i) for i in rows.index] for c, rows in ordered.groupby("ophys_container_id")},
         "sessions": sessions,
-        "task_sources": {s: min(ids) for s, ids in sessions.items()},
+        "task_sources": {s: min(ids) for s, ids in sessions.items() if len(ids) > 1},
         "session_of": {i: s for s, ids in sessions.items() for i in ids},
     }
 
