@@ -351,8 +351,9 @@ def eye_tracking(f: h5py.File, z_threshold: float = EYE_Z_THRESHOLD,
         blink |= _outliers(area, z_threshold)
     if dilation_frames > 0:
         blink = ndimage.binary_dilation(blink, iterations=dilation_frames)
+    blinks = np.flatnonzero(blink)  # a few % of the frames: indexing them beats a mask over all of them
     for name in EYE_TRACKING_BLINK_NAN:
-        block[row[name], blink] = np.nan
+        block[row[name], blinks] = np.nan
     table = pd.DataFrame(block.T, columns=floats, copy=False)
     table.insert(EYE_TRACKING_COLUMNS.index("likely_blink"), "likely_blink", blink)
     table.index.name = "frame"
