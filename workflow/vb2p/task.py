@@ -105,14 +105,14 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _column(table: h5py.Group, path: str, name: str, n_rows: int, where: str):
-    """One column of an NWB DynamicTable: text decoded; a ragged column (with `<name>_index`) as an object array of
-    per-row arrays, as hdmf's to_dataframe gives it."""
-    if name not in table:
+def _column(table: h5py.Group, members: set[str], path: str, name: str, n_rows: int, where: str):
+    """One column of an NWB DynamicTable (members: the names in its group): text decoded; a ragged column (with
+    `<name>_index`) as an object array of per-row arrays, as hdmf's to_dataframe gives it."""
+    if name not in members:
         raise NwbError(f"{where}: table {path} lists column '{name}' but has no such dataset; the file is corrupt")
     dataset = table[name]
     values = dataset.asstr()[:] if h5py.check_string_dtype(dataset.dtype) else dataset[:]
-    if f"{name}_index" in table:
+    if f"{name}_index" in members:
         ends = table[f"{name}_index"][:].astype(np.int64)
         starts = np.concatenate([[0], ends[:-1]])
         if len(ends) and (np.any(ends < starts) or ends[-1] > len(values)):
@@ -138,7 +138,8 @@ def read_columns(f: h5py.File, path: str, where: str, required: tuple[str, ...] 
     if missing:
         raise NwbError(f"{where}: table {path} has no column {', '.join(missing)}; a Visual Behavior task table has"
                        " them (allen-release-layout.md, section 5b)")
-    columns = {name: _column(table, path, name, len(ids), where) for name in names if name not in skip}
+    members = set(table)  # listed once: h5py looks a name up in the file each time it is asked
+    columns = {name: _column(table, members, path, name, len(ids), where) for name in names if name not in skip}
     if "start_time" in columns:
         start = columns["start_time"].astype(np.float64, copy=False)
         if not np.all(np.isfinite(start)) or np.any(np.diff(start) < 0):
