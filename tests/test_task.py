@@ -16,6 +16,7 @@ import warnings
 import h5py
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import xarray as xr
 import zarr
@@ -207,6 +208,9 @@ def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_s
     eyes = open_experiment(store).eye_tracking
     same_table(eyes, EYE_EXPECTED)
     assert eyes.likely_blink.sum() > 0 and eyes.pupil_area[eyes.likely_blink].isna().all()
+    # In the Parquet file itself, a blink's pupil area is NaN as in the NWB, not a null (README: the task tables)
+    stored = pq.read_table(store / task.TASK_DIR / "eye_tracking.parquet", columns=["pupil_area"]).column(0)
+    assert stored.null_count == 0 and np.isnan(stored.to_numpy()).sum() == eyes.likely_blink.sum()
     empty = experiment.eye_tracking  # no eye tracking in the reference: AllenSDK's empty table
     assert empty.empty and list(empty.columns) == EYE_EXPECTED["columns"] and empty.index.name == "frame"
 
