@@ -450,6 +450,22 @@ def test_a_ragged_index_out_of_range_names_experiment_table_and_column(intervals
     assert all(text in str(error.value) for text in (WHERE, task.NWB_TRIALS, "lick_times_index", "out of range"))
 
 
+def test_running_speed_with_fewer_samples_than_timestamps_names_experiment_and_series(tmp_path):
+    path = tmp_path / "running.nwb"
+    with h5py.File(REFERENCE, "r") as source, h5py.File(path, "w") as target:
+        source.copy(source["processing/running"], target.require_group("processing"), name="running")
+    with h5py.File(path, "r+") as f:
+        speed = f[f"{task.NWB_RUNNING}/speed"]
+        data = speed["data"][:-3]
+        del speed["data"]
+        speed["data"] = data
+    with h5py.File(path, "r") as f:
+        task.running_speed(f, WHERE, filtered=False)  # the unfiltered series is intact
+        with pytest.raises(NwbError) as error:
+            task.running_speed(f, WHERE)
+    assert all(text in str(error.value) for text in (WHERE, f"{task.NWB_RUNNING}/speed", "samples", "timestamps"))
+
+
 def test_open_experiment_refuses_what_is_not_a_store(tmp_path):
     with pytest.raises(NwbError, match=f"{tmp_path / 'missing.zarr'} is not an experiment store"):
         open_experiment(tmp_path / "missing.zarr")
