@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 BODY_CHUNK = MiB
 # Groups and datasets the extraction reads (layout document sections 5 and 5b); absent ones are skipped. The task's
-# are the session's (the same in every plane's file): read once per session (vb2p.steps.session_task).
+# are the session's (the same in every plane's file): read once for a session of several planes
+# (vb2p.steps.session_task), by the extraction itself for a lone plane.
 PLANE_READS = (
     "/processing/ophys/dff/traces",
     layout.NWB_CELL_TABLE,

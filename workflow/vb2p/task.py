@@ -15,10 +15,11 @@ Storage, added to the store that vb2p.extract writes (`results/zarr/<ophys_exper
     task/<name>.parquet                    one table per file (pyarrow): stimulus_presentations, trials,
                                            running_speed, raw_running_speed, licks, rewards, stimulus_timestamps and,
                                            when the file has eye tracking, eye_tracking. A directory without zarr.json
-                                           is not a Zarr node: zarr and xarray ignore task/. In the workflow these are
-                                           hard links to the session's tables (write_session_task, once per session:
-                                           the planes of a session carry the same task), taken after checking that
-                                           they are this file's task (task_fingerprint)
+                                           is not a Zarr node: zarr and xarray ignore task/. In the workflow, for a
+                                           session of several selected planes, these are hard links to the session's
+                                           tables (write_session_task, once per session: its planes carry the same
+                                           task), taken after checking that they are this file's task
+                                           (task_fingerprint); a lone plane's are read from its own file
     root attributes                        has_task (bool), task_tables (names of the files in task/),
                                            task_parameters (/general/task_parameters), and the counts write_task
                                            returns (n_trials, n_stimulus_presentations, n_event_rois...)
