@@ -158,8 +158,10 @@ def test_a_full_results_disk_is_reported_as_such(tmp_path, demo_root, mounted):
 
 
 def test_a_deleted_store_is_rebuilt(tmp_path, demo_root):
+    experiments = pd.read_csv(demo_root / layout.metadata_key("ophys_experiment_table"))
+    session = int(experiments.set_index("ophys_experiment_id").ophys_session_id[first_experiment(demo_root)])
     config = {"release": {"url": str(demo_root)}, "cache_dir": str(tmp_path / "cache"),
-              "selection": {"max_containers": 1}, "figures": SHORT_WINDOW}
+              "selection": {"filters": {"ophys_session_id": session}}, "figures": SHORT_WINDOW}  # one plane
     assert run_workflow(tmp_path / "w", config).returncode == 0
     index = pd.read_csv(tmp_path / "w/results/zarr/index.csv")
     victim = tmp_path / "w/results/zarr" / index.path[0]
