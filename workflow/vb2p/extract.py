@@ -66,7 +66,7 @@ class ExtractionOptions:
 
     dff_dtype: str = "float32"
     time_chunk: int = 3072  # frames per chunk of `dff` (99 s at 31 Hz, 287 s at 11 Hz)
-    block_bytes: int = 32 * 1024 * 1024  # float64 read from the NWB per block: bounds memory (bench: 32 MB)
+    block_bytes: int = 32 * 1024 * 1024  # dF/F values held per block (NWB rows, store columns): bounds memory
     compression_level: int = 3  # masks and images only
 
     def __post_init__(self):
@@ -455,7 +455,7 @@ def store_attributes(summary: dict, metadata: dict, provenance: dict, options: E
 
 
 def _copy_dff(dff: h5py.Dataset, by_time, by_cell, partial: Path, where: str, options: ExtractionOptions) -> None:
-    """Copy dF/F into both layouts, reading at most options.block_bytes of float64 at a time.
+    """Copy dF/F into both layouts, holding at most options.block_bytes of values at a time.
 
     Column k of dF/F is ROI order[k] and the id arrays are already in that order, so values copy as they are.
     The NWB is read once, in whole rows (contiguous bytes: one sequential read per block, also cheap over ranged S3
@@ -471,7 +471,8 @@ def _copy_dff(dff: h5py.Dataset, by_time, by_cell, partial: Path, where: str, op
             block = dff[start : start + rows_per_block]
         with writing(partial):
             by_time[start : start + block.shape[0]] = block.astype(options.dff_dtype, copy=False)
-    cells_per_block = max(1, options.block_bytes // (8 * n_frames))
+    # by_time holds the store's dtype (float32 by default): a block of cells of it is read whole chunks at a time.
+    cells_per_block = max(1, options.block_bytes // (np.dtype(options.dff_dtype).itemsize * n_frames))
     with writing(partial):
         for start in range(0, n_rois, cells_per_block):
             by_cell[:, start : start + cells_per_block] = by_time[:, start : start + cells_per_block]
