@@ -5,7 +5,8 @@ On AllenSDK's task reference file (an 11-minute session: 21,012 frames x 12 ROIs
 on demo experiment files of real size (which AllenSDK opens): a Mesoscope plane (48,289 frames x 39 ROIs, the real
 mean) and a Scientifica plane (139,986 frames x 202 ROIs), each with a whole 75-minute task (5,200 flashes, 590
 trials, 60 Hz running and eye tracking: 270,000 rows), prints:
-  (a) extraction with the task / extraction without it (the same with its task step left out; target <= 1.25), for a
+  (a) extraction with the task / extraction without it (the same with its task step left out; target <= 1.25; the
+      median of the ratios of the steps timed in the same round, with quartiles, and the ratio of medians), for a
       session of as many planes as the real sessions of its rig have (1 Scientifica, 6 Mesoscope: the median), as
       the workflow runs it: a session of several planes has its task tables read once (rule session_task), then
       every plane's extraction takes them (its events, and a check that the session's task is its file's); the
@@ -72,9 +73,11 @@ def touch_memory(n_bytes: int = 2**30) -> None:
     np.ones(n_bytes // 8)
 
 
-def interleaved_fresh(steps: list[tuple], nwb: Path, repeats: int) -> tuple[list[float], list[float]]:
-    """Median wall and CPU seconds of each (function, output) step on the NWB file. Each is timed as a workflow job
-    runs on a machine of its own: into an output that does not exist yet (the previous one is removed untimed, as
+def interleaved_fresh(steps: list[tuple], nwb: Path, repeats: int) -> tuple[list[list[float]], list[list[float]]]:
+    """Wall and CPU seconds of each (function, output) step on the NWB file, per round (rounds x steps): a ratio of
+    steps is taken within each round, whose steps ran seconds apart (this machine's speed drifts by 20-40 % over
+    minutes, which a ratio of medians over the whole run mixes in). Each is timed as a workflow job runs on a
+    machine of its own: into an output that does not exist yet (the previous one is removed untimed, as
     Snakemake removes a job's old output before it starts), from a warm page cache, with no other step's writes
     pending. Done untimed before each step, because this sandbox VM is not such a machine:
     - the NWB file is read whole: its kernel pages out file data idle for a few seconds (DAMON), so a step that
@@ -83,8 +86,9 @@ def interleaved_fresh(steps: list[tuple], nwb: Path, repeats: int) -> tuple[list
     - touch_memory: its host backs the guest's memory lazily, so the first write to a 2 MB page the guest has not
       used for a while stalls the guest (47 MB took 5 ms or 107-150 ms, at random, with the same page faults).
     The steps alternate in an order that rotates every round, so that no step always follows the same one."""
-    wall, cpu = [[] for _ in steps], [[] for _ in steps]
+    wall, cpu = [], []
     for round_ in range(repeats + 1):  # round 0 warms the imports
+        round_wall, round_cpu = [0.0] * len(steps), [0.0] * len(steps)
         for k in range(len(steps)):
             index = (k + round_) % len(steps)
             function, output = steps[index]
@@ -94,10 +98,27 @@ def interleaved_fresh(steps: list[tuple], nwb: Path, repeats: int) -> tuple[list
             touch_memory()
             cpu_start, start = time.process_time(), time.perf_counter()
             function()
-            if round_:
-                wall[index].append(time.perf_counter() - start)
-                cpu[index].append(time.process_time() - cpu_start)
-    return [statistics.median(times) for times in wall], [statistics.median(times) for times in cpu]
+            round_wall[index] = time.perf_counter() - start
+            round_cpu[index] = time.process_time() - cpu_start
+        if round_:
+            wall.append(round_wall)
+            cpu.append(round_cpu)
+    return wall, cpu
+
+
+def medians(rounds: list[list[float]]) -> list[float]:
+    """Each step's median over the rounds."""
+    return [statistics.median(times) for times in zip(*rounds)]
+
+
+def paired(rounds: list[list[float]], planes: int, resamples: int = 5000) -> dict:
+    """A session's ratio (session_ratio) in every round: its median, quartiles and the 95 % bootstrap interval of the
+    median (how far another run of as many rounds may land)."""
+    ratios = np.array([session_ratio(seconds, planes) for seconds in rounds])
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    resampled = np.random.default_rng(0).choice(ratios, (resamples, len(ratios)))
+    low, high = np.percentile(np.median(resampled, axis=1), [2.5, 97.5])
+    return {"median": float(median), "quartiles": [float(q1), float(q3)], "interval": [float(low), float(high)]}
 
 
 def extraction_ratio(nwb: Path, work: Path, planes: int, repeats: int) -> dict:
@@ -108,21 +129,25 @@ def extraction_ratio(nwb: Path, work: Path, planes: int, repeats: int) -> dict:
     plain, alone, with_session = work / "plain.zarr", work / "alone.zarr", work / "with_session.zarr"
     session_dir, timed_session_dir = work / "task", work / "timed_task"
     extract_session_task(nwb, session_dir, identifier, session)  # what the planes take; the timed one is rewritten
-    wall, cpu = interleaved_fresh([
+    wall_rounds, cpu_rounds = interleaved_fresh([
         (lambda: extract_without_task(nwb, plain, identifier), plain),
         (lambda: extract_session_task(nwb, timed_session_dir, identifier, session), timed_session_dir),
         (lambda: extract_experiment(nwb, with_session, identifier, session_task=session_dir), with_session),
         (lambda: extract_experiment(nwb, alone, identifier), alone),
     ], nwb, repeats)
+    wall, cpu = medians(wall_rounds), medians(cpu_rounds)
     without_s, task_s, plane_s, alone_s = wall
+    ratio, cpu_ratio = paired(wall_rounds, planes), paired(cpu_rounds, planes)
     # Events stay deflate-compressed as AllenSDK wrote them: reading them inflates, from the store as from the NWB.
     nwb_read_s, store_read_s = interleaved_medians(lambda: read_events(nwb), lambda: read_stored_events(alone),
                                                    repeats=repeats)
     added = {name: directory_bytes(alone / name) for name in ("events", task.TASK_DIR)}
     return {"planes": planes, "without_task_s": without_s, "session_task_s": task_s, "plane_with_session_task_s": plane_s,
-            "alone_with_task_s": alone_s, "seconds": wall, "ratio": session_ratio(wall, planes),
+            "alone_with_task_s": alone_s, "seconds": wall, "rounds": wall_rounds,
+            "ratio": ratio["median"], "ratio_quartiles": ratio["quartiles"], "ratio_interval": ratio["interval"],
+            "ratio_of_medians": session_ratio(wall, planes),
             "cpu_s": dict(zip(("without_task", "session_task", "plane_with_session_task", "alone_with_task"), cpu)),
-            "cpu_ratio": session_ratio(cpu, planes),
+            "cpu_ratio": cpu_ratio["median"],
             "read_events_nwb_s": nwb_read_s, "read_events_store_s": store_read_s,
             "store_bytes_without": directory_bytes(plain), "bytes_added": added}
 
@@ -164,18 +189,23 @@ def peer_ratio(nwb: Path, work: Path, repeats: int) -> dict:
 
 
 def release_weighted(results: dict) -> dict:
-    """(a) for the whole release: every real session costed as the file of its rig, with its number of planes."""
+    """(a) for the whole release: every real session costed as the file of its rig, with its number of planes. Each
+    rig's ratio is paired within rounds (the median over rounds of all its sessions' time with the task / without),
+    and the rigs' ratios are weighted by their planes' time without the task."""
     experiments = pd.read_csv(REPO / "tests" / "data" / "real_metadata" / "ophys_experiment_table.csv")
     planes = experiments.groupby("ophys_session_id").agg(n=("ophys_experiment_id", "size"), rig=("equipment_name", "first"))
     mesoscope = planes.rig.isin(layout.MESOSCOPE_RIGS)
-    total = {"with_task_s": 0.0, "without_task_s": 0.0}
+    without_s, with_s = {}, {}
     for rig, sessions in (("mesoscope", planes[mesoscope]), ("scientifica", planes[~mesoscope])):
-        seconds = results[f"{rig}_size"]["extraction"]["seconds"]
-        total["with_task_s"] += sum(session_seconds(seconds, n) for n in sessions.n)
-        total["without_task_s"] += sessions.n.sum() * seconds[0]
+        extraction = results[f"{rig}_size"]["extraction"]
+        ratio = statistics.median(sum(session_seconds(seconds, n) for n in sessions.n) / (sessions.n.sum() * seconds[0])
+                                  for seconds in extraction["rounds"])
+        without_s[rig] = sessions.n.sum() * extraction["without_task_s"]
+        with_s[rig] = ratio * without_s[rig]
     return {"mesoscope": int(planes.n[mesoscope].sum()), "scientifica": int(planes.n[~mesoscope].sum()),
-            "mesoscope_sessions": int(mesoscope.sum()), "session_tasks": int((planes.n > 1).sum()), **total,
-            "ratio": total["with_task_s"] / total["without_task_s"]}
+            "mesoscope_sessions": int(mesoscope.sum()), "session_tasks": int((planes.n > 1).sum()),
+            "with_task_s": sum(with_s.values()), "without_task_s": sum(without_s.values()),
+            "ratio": sum(with_s.values()) / sum(without_s.values())}
 
 
 def main() -> None:
@@ -205,7 +235,10 @@ def main() -> None:
                   " plane")
         alone = f"{a['alone_with_task_s']:.3f} s for the plane reading its own task"
         print(f"(a) a session of {a['planes']} plane(s): without the task {a['without_task_s']:.3f} s a plane; with it"
-              f" {shared if a['planes'] > 1 else alone}: ratio {a['ratio']:.2f} (target <= 1.25; in CPU time"
+              f" {shared if a['planes'] > 1 else alone}: ratio {a['ratio']:.2f} (target <= 1.25; the median of the"
+              f" rounds' ratios, quartiles {a['ratio_quartiles'][0]:.2f}-{a['ratio_quartiles'][1]:.2f}, 95 % interval"
+              f" of the median {a['ratio_interval'][0]:.2f}-{a['ratio_interval'][1]:.2f}; ratio of the"
+              f" medians {a['ratio_of_medians']:.2f}; in CPU time"
               f" {a['cpu_ratio']:.2f}); for comparison, {alone if a['planes'] > 1 else shared}. Reading all events"
               f" from the store {a['read_events_store_s']:.3f} s, from the NWB {a['read_events_nwb_s']:.3f} s; the"
               f" task adds {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in a['bytes_added'].items())}"
