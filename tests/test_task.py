@@ -211,6 +211,18 @@ def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_s
     # In the Parquet file itself, a blink's pupil area is NaN as in the NWB, not a null (README: the task tables)
     stored = pq.read_table(store / task.TASK_DIR / "eye_tracking.parquet", columns=["pupil_area"]).column(0)
     assert stored.null_count == 0 and np.isnan(stored.to_numpy()).sum() == eyes.likely_blink.sum()
+    # Number and bool columns of numpy dtype are declared without nulls (Parquet "required": no definition levels
+    # written); text and pandas' nullable booleans keep theirs.
+    opened = open_experiment(store)
+    for name in ("eye_tracking", "trials", "stimulus_presentations"):
+        table = getattr(opened, name)
+        dtypes = {**table.dtypes.to_dict(), table.index.name: table.index.dtype}
+        schema = pq.read_schema(store / task.TASK_DIR / f"{name}.parquet")
+        for field in schema:
+            if field.name in dtypes:
+                plain = isinstance(dtypes[field.name], np.dtype) and dtypes[field.name].kind in "fiub"
+                assert field.nullable != plain, (name, field, dtypes[field.name])
+        assert not schema.field("timestamps" if name == "eye_tracking" else "start_time").nullable
     empty = experiment.eye_tracking  # no eye tracking in the reference: AllenSDK's empty table
     assert empty.empty and list(empty.columns) == EYE_EXPECTED["columns"] and empty.index.name == "frame"
 
