@@ -205,7 +205,8 @@ def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_s
         same_table(task.eye_tracking(f), EYE_EXPECTED)
     store, summary = task_store(eye_nwb)
     assert summary["has_eye_tracking"]
-    eyes = open_experiment(store).eye_tracking
+    opened = open_experiment(store)
+    eyes = opened.eye_tracking
     same_table(eyes, EYE_EXPECTED)
     assert eyes.likely_blink.sum() > 0 and eyes.pupil_area[eyes.likely_blink].isna().all()
     # In the Parquet file itself, a blink's pupil area is NaN as in the NWB, not a null (README: the task tables)
@@ -213,7 +214,6 @@ def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_s
     assert stored.null_count == 0 and np.isnan(stored.to_numpy()).sum() == eyes.likely_blink.sum()
     # Number and bool columns of numpy dtype are declared without nulls (Parquet "required": no definition levels
     # written); text and pandas' nullable booleans keep theirs.
-    opened = open_experiment(store)
     for name in ("eye_tracking", "trials", "stimulus_presentations"):
         table = getattr(opened, name)
         dtypes = {**table.dtypes.to_dict(), table.index.name: table.index.dtype}

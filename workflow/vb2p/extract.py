@@ -471,8 +471,8 @@ def _copy_dff(dff: h5py.Dataset, by_time, by_cell, partial: Path, where: str, op
             block = dff[start : start + rows_per_block]
         with writing(partial):
             by_time[start : start + block.shape[0]] = block.astype(options.dff_dtype, copy=False)
-    # by_time holds the store's dtype (float32 by default): a block of cells of it is read whole chunks at a time.
-    cells_per_block = max(1, options.block_bytes // (np.dtype(options.dff_dtype).itemsize * n_frames))
+    # A block of by_time's cells (the store's dtype) is read whole chunks at a time.
+    cells_per_block = max(1, options.block_bytes // (by_time.dtype.itemsize * n_frames))
     with writing(partial):
         for start in range(0, n_rois, cells_per_block):
             by_cell[:, start : start + cells_per_block] = by_time[:, start : start + cells_per_block]
