@@ -7,9 +7,8 @@ mean) and a Scientifica plane (139,986 frames x 202 ROIs), each with a whole 75-
 trials, 60 Hz running and eye tracking: 270,000 rows), prints:
   (a) extraction with the task / extraction without it (the same with its task step left out; target <= 1.25; the
       median of the ratios of the steps timed in the same round, with its quartiles and 95 % bootstrap interval,
-      and the ratio of medians), for a
-      session of as many planes as the real sessions of its rig have (1 Scientifica, 6 Mesoscope: the median), as
-      the workflow runs it: a session of several planes has its task tables read once (rule session_task), then
+      and the ratio of medians), for a session of as many planes as the real sessions of its rig have (1
+      Scientifica, 6 Mesoscope: the median), as the workflow runs it: a session of several planes has its task tables read once (rule session_task), then
       every plane's extraction takes them (its events, and a check that the session's task is its file's); the
       plane of a session of one plane reads its task itself. Then over the whole real release, every session
       costed by its rig and its number of planes. Also what the task adds to the store, and what reading all events
