@@ -356,3 +356,17 @@ def test_the_readme_python_blocks_run_on_the_demo_results(demo_run, monkeypatch)
         namespace: dict = {}
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (the README's own code)
     assert "vip_novel" in namespace and len(namespace["vip_novel"]) > 0
+
+
+def test_the_behavior_figures_changes_are_the_performance_tables_counts(demo_run):
+    """Each session's changes by outcome, as its behavior figure draws them, against its row of performance.csv."""
+    from vb2p.experiment import open_experiment
+    from vb2p.performance import change_outcomes
+
+    performance = pd.read_csv(demo_run / "results/behavior/performance.csv")
+    assert performance.auto_reward_count.sum() > 0
+    for row in performance.itertuples():
+        experiment = open_experiment(demo_run / "results/zarr" / f"{row.ophys_experiment_id}.zarr")
+        counts = change_outcomes(experiment.stimulus_presentations, experiment.trials).outcome.value_counts()
+        assert (counts.get("hit", 0), counts.get("miss", 0), counts.get("auto_rewarded", 0)) == (
+            row.hit_trial_count, row.miss_trial_count, row.auto_reward_count), row.ophys_session_id

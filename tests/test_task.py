@@ -27,6 +27,7 @@ from vb2p import layout, task
 from vb2p.errors import NwbError
 from vb2p.experiment import open_experiment
 from vb2p.extract import ExtractionOptions, extract_experiment, extract_session_task
+from vb2p.performance import change_outcomes
 
 TASK_DATA = DATA / "allensdk_nwb" / "task"
 REFERENCE = TASK_DATA / "ref_task_scientifica.nwb"
@@ -198,6 +199,19 @@ def test_performance_equals_allensdk(experiment):
         np.testing.assert_allclose(rolling[column].to_numpy(), np.array(values, dtype=float), rtol=1e-12)
     # Fewer rewards per minute required: at least as many engaged trials.
     assert experiment.get_performance_metrics(0.5)["engaged_trial_count"] >= metrics["engaged_trial_count"]
+
+
+def test_changes_by_outcome_count_as_the_performance_metrics(experiment):
+    """The behavior figure's changes: hits, misses and auto-rewarded changes as get_performance_metrics counts them
+    (an auto-rewarded change is not a miss)."""
+    changes = change_outcomes(experiment.stimulus_presentations, experiment.trials)
+    metrics = experiment.get_performance_metrics()
+    counts = changes.outcome.value_counts()
+    assert metrics["auto_reward_count"] > 0
+    for outcome, metric in (("hit", "hit_trial_count"), ("miss", "miss_trial_count"),
+                            ("auto_rewarded", "auto_reward_count")):
+        assert counts.get(outcome, 0) == metrics[metric], outcome
+    assert len(changes) == int(experiment.stimulus_presentations.is_change.sum())
 
 
 def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_store, eye_nwb):

@@ -201,21 +201,26 @@ def plot_note(text: str):
 
 
 def plot_behavior_session(session_id: int, behavior: dict):
-    """One session's behavior over time: running speed with image changes (hit, miss; sham changes), licks and
-    rewards, and the rolling hit and false-alarm rates per trial.
+    """One session's behavior over time: image changes by their trial's outcome (hit, miss, auto-rewarded: the
+    performance table's counts), running speed, licks and rewards, and the rolling hit and false-alarm rates per
+    trial.
 
-    behavior: running (timestamps, speed), licks and rewards (timestamps), changes (start_time, hit), trials
-    (start_time, hit_rate, false_alarm_rate, rolling_dprime) as vb2p.steps.behavior_session reads them."""
+    behavior: running (timestamps, speed), licks and rewards (timestamps), changes (start_time, outcome:
+    vb2p.performance.change_outcomes), trials (start_time, hit_rate, false_alarm_rate, rolling_dprime) as
+    vb2p.steps.behavior_session reads them."""
     figure = new_figure(9.0, 6.0)
     change_axis, running_axis, lick_axis, rate_axis = figure.subplots(
-        4, 1, sharex=True, height_ratios=[0.5, 2.0, 0.9, 1.8]
+        4, 1, sharex=True, height_ratios=[0.7, 2.0, 0.9, 1.8]
     )
     changes = behavior["changes"]
-    for row, (hit, colour, label) in enumerate(((True, "#1b9e77", "hit"), (False, "#d95f02", "miss"))):
-        times = changes.start_time[changes.hit == hit]
+    labels = []
+    for row, (outcome, colour, label) in enumerate((("hit", "#1b9e77", "hits"), ("miss", "#d95f02", "misses"),
+                                                     ("auto_rewarded", "#e7298a", "auto-rewarded"))):
+        times = changes.start_time[changes.outcome == outcome]
         change_axis.vlines(times, row, row + 0.8, color=colour, linewidth=0.8)
-    change_axis.set_yticks([0.4, 1.4], [f"hits ({int(changes.hit.sum())})", f"misses ({int((~changes.hit).sum())})"])
-    change_axis.set_ylim(-0.1, 1.9)
+        labels.append(f"{label} ({len(times)})")
+    change_axis.set_yticks([0.4, 1.4, 2.4], labels)
+    change_axis.set_ylim(-0.1, 2.9)
     change_axis.set_title("image changes", loc="left")
     running = behavior["running"]
     running_axis.plot(running.timestamps, running.speed, linewidth=0.4, color="#555555")

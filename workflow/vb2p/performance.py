@@ -94,6 +94,21 @@ def rolling_performance(trials: pd.DataFrame, response_window_start: float) -> p
     return table
 
 
+CHANGE_OUTCOMES = ("hit", "miss", "auto_rewarded")  # trial columns: go trials are hits or misses
+
+
+def change_outcomes(presentations: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """The session's image changes (start_time) with the outcome of their trial: 'hit' or 'miss' for a go trial,
+    'auto_rewarded' for a trial whose reward came free with the change, NaN for a change in no such trial. Counted,
+    they are get_performance_metrics' hit_trial_count, miss_trial_count and auto_reward_count (an auto-rewarded
+    change is neither a hit nor a miss there)."""
+    flags = trials[list(CHANGE_OUTCOMES)].eq(True)  # missing values are no outcome
+    outcome = pd.Series(np.select([flags[name] for name in CHANGE_OUTCOMES], CHANGE_OUTCOMES, default=None),
+                        index=trials.index)
+    changes = presentations.loc[presentations["is_change"], ["start_time", "trials_id"]]
+    return changes.assign(outcome=changes["trials_id"].map(outcome))
+
+
 def performance_metrics(trials: pd.DataFrame, rewards: pd.DataFrame, response_window_start: float,
                         engaged_trial_reward_rate_threshold: float = ENGAGED_REWARD_RATE) -> dict:
     """AllenSDK's get_performance_metrics: trial and reward counts, reward volume, maximum reward rate, engaged

@@ -224,6 +224,7 @@ def behavior_session(stores: list[Path], ophys_session_id: int, table_path: Path
     session holds the same task: the first store serves."""
     from vb2p import figures, index
     from vb2p.experiment import open_experiment
+    from vb2p.performance import change_outcomes
 
     experiment = open_experiment(stores[0])
     metadata = experiment.metadata
@@ -234,10 +235,8 @@ def behavior_session(stores: list[Path], ophys_session_id: int, table_path: Path
     if experiment.has_task:
         row.update(experiment.get_performance_metrics())
         trials = experiment.trials.join(experiment.get_rolling_performance_df())
-        presentations = experiment.stimulus_presentations
-        changes = presentations[presentations.is_change].join(trials.hit, on="trials_id")
         behavior = {"running": experiment.running_speed, "licks": experiment.licks, "rewards": experiment.rewards,
-                    "changes": changes.assign(hit=changes.hit.fillna(False).astype(bool)), "trials": trials,
+                    "changes": change_outcomes(experiment.stimulus_presentations, trials), "trials": trials,
                     "title": f"{metadata['session_type']}, mouse {metadata['mouse_id']}, "
                              f"d' {row['mean_dprime']:.2f}, hit rate {row['mean_hit_rate']:.2f}"}
         figure = figures.plot_behavior_session(ophys_session_id, behavior)
