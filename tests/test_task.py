@@ -27,7 +27,7 @@ from vb2p import layout, task
 from vb2p.errors import NwbError
 from vb2p.experiment import open_experiment
 from vb2p.extract import ExtractionOptions, extract_experiment, extract_session_task
-from vb2p.performance import change_outcomes
+from vb2p.performance import change_outcomes, is_passive, performance_metrics, rolling_performance
 
 TASK_DATA = DATA / "allensdk_nwb" / "task"
 REFERENCE = TASK_DATA / "ref_task_scientifica.nwb"
@@ -212,6 +212,25 @@ def test_changes_by_outcome_count_as_the_performance_metrics(experiment):
                             ("auto_rewarded", "auto_reward_count")):
         assert counts.get(outcome, 0) == metrics[metric], outcome
     assert len(changes) == int(experiment.stimulus_presentations.is_change.sum())
+
+
+def test_a_passive_session_has_dprime_zero_and_sessions_without_responses_give_nan(experiment):
+    """Passive: the reference's trials without licks or reward volume (AllenSDK then sets d' to 0, and the behavior
+    figure draws no rates). No trials, or aborted trials only: NaN rates and d', where AllenSDK raises."""
+    trials = experiment.trials
+    assert not is_passive(trials)
+    passive = trials.assign(reward_volume=0.0, lick_times=[np.array([])] * len(trials))
+    assert is_passive(passive)
+    rolling = rolling_performance(passive, 0.15)
+    kept = ~trials.aborted.to_numpy()
+    assert (rolling.rolling_dprime[kept] == 0).all() and rolling.rolling_dprime[~kept].isna().all()
+    assert (experiment.get_rolling_performance_df().rolling_dprime[kept] != 0).any()
+    no_rewards = experiment.rewards.iloc[:0]
+    for name, table in (("no trials", trials.iloc[:0]), ("aborted only", trials.assign(aborted=True))):
+        metrics = performance_metrics(table, no_rewards, 0.15)
+        assert all(np.isnan(metrics[key]) for key in ("mean_hit_rate", "mean_false_alarm_rate", "mean_dprime",
+                                                      "max_dprime")), name
+        assert metrics["trial_count"] == len(table), name
 
 
 def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_store, eye_nwb):

@@ -202,12 +202,13 @@ def plot_note(text: str):
 
 def plot_behavior_session(session_id: int, behavior: dict):
     """One session's behavior over time: image changes by their trial's outcome (hit, miss, auto-rewarded: the
-    performance table's counts), running speed, licks and rewards, and the rolling hit and false-alarm rates per
-    trial.
+    performance table's counts), running speed, licks and rewards, and the rolling hit and false-alarm rates and d'
+    over the non-aborted trials (where AllenSDK's rolling performance has them). A passive session (the mouse could
+    not respond) is said to be one, without rates: AllenSDK's are then the trial-count correction alone.
 
     behavior: running (timestamps, speed), licks and rewards (timestamps), changes (start_time, outcome:
-    vb2p.performance.change_outcomes), trials (start_time, hit_rate, false_alarm_rate, rolling_dprime) as
-    vb2p.steps.behavior_session reads them."""
+    vb2p.performance.change_outcomes), trials (start_time, hit_rate, false_alarm_rate, rolling_dprime), passive
+    (vb2p.performance.is_passive) and title, as vb2p.steps.behavior_session reads them."""
     figure = new_figure(9.0, 6.0)
     change_axis, running_axis, lick_axis, rate_axis = figure.subplots(
         4, 1, sharex=True, height_ratios=[0.7, 2.0, 0.9, 1.8]
@@ -221,18 +222,27 @@ def plot_behavior_session(session_id: int, behavior: dict):
         labels.append(f"{label} ({len(times)})")
     change_axis.set_yticks([0.4, 1.4, 2.4], labels)
     change_axis.set_ylim(-0.1, 2.9)
-    change_axis.set_title("image changes", loc="left")
+    change_axis.set_title("image changes" + (" (passive: no response possible, so the trials call them misses)"
+                                             if behavior["passive"] else ""), loc="left")
     running = behavior["running"]
     running_axis.plot(running.timestamps, running.speed, linewidth=0.4, color="#555555")
     running_axis.set_ylabel("running (cm/s)")
     lick_axis.eventplot([behavior["licks"].timestamps, behavior["rewards"].timestamps], lineoffsets=[1, 0],
                         linelengths=0.8, linewidths=0.6, colors=["#333333", "#1f78b4"])
     lick_axis.set_yticks([0, 1], [f"rewards ({len(behavior['rewards'])})", f"licks ({len(behavior['licks'])})"])
-    trials = behavior["trials"]
-    rate_axis.plot(trials.start_time, trials.hit_rate, color="#1b9e77", linewidth=1.2, label="hit rate")
-    rate_axis.plot(trials.start_time, trials.false_alarm_rate, color="#d95f02", linewidth=1.2, label="false alarm rate")
     rate_axis.set_ylim(-0.02, 1.02)
-    rate_axis.set_ylabel("rolling rate")
+    rate_axis.set_xlabel("time (s)")
+    figure.suptitle(f"Session {session_id}: {behavior['title']}", fontsize=10)
+    if behavior["passive"]:
+        rate_axis.text(0.5, 0.5, "passive session: no hit or false-alarm rates (AllenSDK sets d' to 0)",
+                       ha="center", va="center", transform=rate_axis.transAxes, color="#888888")
+        rate_axis.set_yticks([])
+        return figure
+    trials = behavior["trials"].dropna(subset=["hit_rate"])  # aborted trials have no rates
+    rate_axis.plot(trials.start_time, trials.hit_rate, color="#1b9e77", linewidth=1.2, label="hit rate")
+    rate_axis.plot(trials.start_time, trials.false_alarm_rate, color="#a6761d", linewidth=1.2,
+                   label="false alarm rate")
+    rate_axis.set_ylabel("rolling rate\n(100 trials, corrected)")
     dprime_axis = rate_axis.twinx()
     dprime_axis.plot(trials.start_time, trials.rolling_dprime, color="#7570b3", linewidth=0.8, linestyle="--",
                      label="d'")
@@ -240,8 +250,6 @@ def plot_behavior_session(session_id: int, behavior: dict):
     dprime_axis.spines["right"].set_visible(True)
     handles = rate_axis.get_legend_handles_labels()[0] + dprime_axis.get_legend_handles_labels()[0]
     rate_axis.legend(handles=handles, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncols=3)
-    rate_axis.set_xlabel("time (s)")
-    figure.suptitle(f"Session {session_id}: {behavior['title']}", fontsize=10)
     return figure
 
 

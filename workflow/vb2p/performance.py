@@ -4,9 +4,10 @@ behavior_session.py), computed from the trials and rewards tables and the task's
 windows are vectorized where AllenSDK loops over trials.
 
 Rates are rolling over the last 100 non-aborted trials; the corrected rates are clipped to [1/2N, 1 - 1/2N] for N
-go (catch) trials in the window, and d' clips both rates to [0.01, 0.99]. The reward rate counts responses within
-0.75 s of the change over 25 trials either side, per minute, and is NaN for the first 10 trials. A trial is
-engaged when its reward rate exceeds 2 rewards per minute.
+go (catch) trials in the window, and d' clips both rates to [0.01, 0.99]. The reward rate of trial i counts the
+first licks 0.15-0.75 s after the change (on catch trials too, as AllenSDK does) in trials i-25 to i+24, per
+minute, and is NaN for the first 10 trials. A trial is engaged when its reward rate exceeds 2 rewards per minute.
+A session where the mouse could not respond (no licks, no reward volume: a passive session) has d' 0.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def response_latency(trials: pd.DataFrame, response_window_start: float) -> np.n
 
 
 def reward_rate(trials: pd.DataFrame, response_window_start: float) -> np.ndarray:
-    """Rewarded responses (latency < 0.75 s) per minute over the 25 trials on each side of each trial."""
+    """Rewarded responses (latency < 0.75 s) per minute over trials i-25 to i+24 of each trial i."""
     n = len(trials)
     rewarded = np.concatenate([[0], np.cumsum(response_latency(trials, response_window_start) < REWARD_WINDOW_S)])
     start_time = trials["start_time"].to_numpy(dtype=np.float64)
@@ -76,14 +77,19 @@ def dprime(hit_rate: np.ndarray, false_alarm_rate: np.ndarray) -> np.ndarray:
     return ndtri(np.clip(hit_rate, *limits)) - ndtri(np.clip(false_alarm_rate, *limits))
 
 
+def is_passive(trials: pd.DataFrame) -> bool:
+    """AllenSDK's test of a session where the mouse could not respond (the lick spout withdrawn): no trial has a
+    lick or a reward volume."""
+    return bool((trials["reward_volume"] == 0).all()) and all(np.size(licks) == 0 for licks in trials["lick_times"])
+
+
 def rolling_performance(trials: pd.DataFrame, response_window_start: float) -> pd.DataFrame:
     """AllenSDK's get_rolling_performance_df: per trial (index trials_id) reward_rate, hit_rate_raw, hit_rate,
     false_alarm_rate_raw, false_alarm_rate, rolling_dprime; the rates are NaN on aborted trials."""
     hit_raw, hit = _rolling_rates(_responses(trials, "hit", "miss"))
     false_alarm_raw, false_alarm = _rolling_rates(_responses(trials, "false_alarm", "correct_reject"))
-    passive = (trials["reward_volume"] == 0).all() and all(np.size(licks) == 0 for licks in trials["lick_times"])
     # d' means nothing when the mouse could not respond: AllenSDK sets it to 0.
-    rolling_dprime = np.zeros(len(hit)) if passive else dprime(hit, false_alarm)
+    rolling_dprime = np.zeros(len(hit)) if is_passive(trials) else dprime(hit, false_alarm)
     kept = ~trials["aborted"].to_numpy(dtype=bool)
     table = pd.DataFrame(index=trials.index)
     table["reward_rate"] = reward_rate(trials, response_window_start)
@@ -113,7 +119,8 @@ def performance_metrics(trials: pd.DataFrame, rewards: pd.DataFrame, response_wi
                         engaged_trial_reward_rate_threshold: float = ENGAGED_REWARD_RATE) -> dict:
     """AllenSDK's get_performance_metrics: trial and reward counts, reward volume, maximum reward rate, engaged
     trials, and the means (overall and over engaged trials) and maxima of the rolling rates and d'. Python int and
-    float values (AllenSDK gives numpy scalars for most)."""
+    float values (AllenSDK gives numpy scalars for most). A session without trials, or with aborted trials only,
+    gets NaN rates and d' (AllenSDK raises a ValueError on it)."""
     rolling = rolling_performance(trials, response_window_start)
     engaged = (rolling["reward_rate"] > engaged_trial_reward_rate_threshold).to_numpy()
     counts = {

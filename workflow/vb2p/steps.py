@@ -224,7 +224,7 @@ def behavior_session(stores: list[Path], ophys_session_id: int, table_path: Path
     session holds the same task: the first store serves."""
     from vb2p import figures, index
     from vb2p.experiment import open_experiment
-    from vb2p.performance import change_outcomes
+    from vb2p.performance import change_outcomes, is_passive
 
     experiment = open_experiment(stores[0])
     metadata = experiment.metadata
@@ -235,10 +235,14 @@ def behavior_session(stores: list[Path], ophys_session_id: int, table_path: Path
     if experiment.has_task:
         row.update(experiment.get_performance_metrics())
         trials = experiment.trials.join(experiment.get_rolling_performance_df())
+        passive = is_passive(trials)
         behavior = {"running": experiment.running_speed, "licks": experiment.licks, "rewards": experiment.rewards,
                     "changes": change_outcomes(experiment.stimulus_presentations, trials), "trials": trials,
-                    "title": f"{metadata['session_type']}, mouse {metadata['mouse_id']}, "
-                             f"d' {row['mean_dprime']:.2f}, hit rate {row['mean_hit_rate']:.2f}"}
+                    "passive": passive, "title": f"{metadata['session_type']}, mouse {metadata['mouse_id']}: " + (
+                        "passive" if passive else
+                        f"d' {row['mean_dprime']:.2f}, hits {row['hit_trial_count']} of {row['go_trial_count']} go"
+                        f" trials, false alarms {row['false_alarm_trial_count']} of {row['catch_trial_count']}"
+                        " catch trials")}
         figure = figures.plot_behavior_session(ophys_session_id, behavior)
     else:
         log.warning("session %s: its experiment file holds no task; no performance to report", ophys_session_id)
