@@ -88,13 +88,19 @@ def read(nwb: str, npz: str) -> dict:
     try:
         result["rolling_performance"] = table_json(experiment.get_rolling_performance_df())
         result["performance_metrics"] = typed_json(experiment.get_performance_metrics())
+        arrays["reward_rate"] = experiment.get_reward_rate()
     except Exception as error:  # AllenSDK fails on some files (lick_times not ragged): say so, keep the rest
         result["performance_error"] = f"{type(error).__name__}: {error}"
     result["metadata"] = typed_json(experiment.metadata)
     images = {name: getattr(experiment, name) for name in ("max_projection", "average_projection")}
     result["images"] = {name: {"spacing": list(image.spacing), "unit": image.unit} for name, image in images.items()}
-    result["ophys_experiment_id"] = {"type": type(experiment.ophys_experiment_id).__name__,
-                                     "value": experiment.ophys_experiment_id}
+    result["ids"] = typed_json({name: getattr(experiment, name) for name in
+                                ("ophys_experiment_id", "ophys_session_id", "behavior_session_id")})
+    result["task_parameters"] = typed_json(experiment.task_parameters)
+    result["cell_specimen_ids"] = value_json(experiment.get_cell_specimen_ids())
+    matched = [value_json(i) for i in experiment.get_cell_specimen_ids()[::-1] if not np.isnan(i)]
+    result["cell_specimen_indices"] = {"ids": matched, "rows": value_json(experiment.get_cell_specimen_indices(matched))}
+    result["roi_masks"] = table_json(experiment.roi_masks.drop(columns="roi_mask"))
     result["array_types"] = {name: str(getattr(experiment, name).dtype) for name in
                              ("ophys_timestamps", "stimulus_timestamps")}
     np.savez(npz, **arrays)

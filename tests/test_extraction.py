@@ -125,7 +125,7 @@ def test_a_corrupt_or_truncated_file_names_the_experiment_and_file(tmp_path):
 
 
 def test_a_file_of_another_experiment_is_refused(tmp_path):
-    with pytest.raises(NwbError, match="says it is experiment 775614751"):
+    with pytest.raises(NwbError, match="says its ophys_experiment_id is 775614751"):
         extract_experiment(REFERENCE, tmp_path / "5.zarr", 5)
 
 
@@ -212,5 +212,5 @@ def test_each_step_of_the_extraction_on_its_own(tmp_path):
         assert summary["n_valid_rois"] == EXPECTED["n_valid_rois"] and summary["measured_frame_rate"] > 30
         attrs = store_attributes(summary, plane.metadata, {"file_hash": "x"}, options)
         assert attrs["provenance"]["file_hash"] == "x" and attrs["dff_dtype"] == "float64"
-        with pytest.raises(NwbError, match="says it is experiment"):
+        with pytest.raises(NwbError, match="says its ophys_experiment_id is"):
             read_plane(f, 1, "the reference")

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import xarray as xr
 import zarr
-from allensdk_task_peer import table_json, value_json
+from allensdk_task_peer import table_json, typed_json, value_json
 from conftest import DATA, REPO
 
 from vb2p import layout, task
@@ -28,6 +28,7 @@ from vb2p.errors import NwbError
 from vb2p.experiment import open_experiment
 from vb2p.extract import ExtractionOptions, extract_experiment, extract_session_task
 from vb2p.performance import change_outcomes, is_passive, performance_metrics, rolling_performance
+from vb2p.responses import get_stimulus_response_xr
 
 TASK_DATA = DATA / "allensdk_nwb" / "task"
 REFERENCE = TASK_DATA / "ref_task_scientifica.nwb"
@@ -201,6 +202,42 @@ def test_performance_equals_allensdk(experiment):
     assert experiment.get_performance_metrics(0.5)["engaged_trial_count"] >= metrics["engaged_trial_count"]
 
 
+def test_edits_to_what_an_experiment_hands_out_never_reach_it(task_store, eye_nwb):
+    """Analysis code edits the tables it gets (a column replaced, values set in place): the next access, and what
+    vb2p computes from the experiment, are as before. Arrays inside tables are shared and refuse in-place edits."""
+    experiment = open_experiment(task_store(eye_nwb)[0])
+    tables = ("stimulus_presentations", "trials", "running_speed", "raw_running_speed", "licks", "rewards",
+              "eye_tracking", "dff_traces", "events", "cell_specimen_table", "roi_masks")
+    before = {name: getattr(experiment, name) for name in tables}
+    metrics = experiment.get_performance_metrics()
+    responses = get_stimulus_response_xr(experiment, "dff", "changes")
+    for name in tables:
+        edited = getattr(experiment, name)
+        edited[edited.columns[0]] = 0
+        edited.iloc[0, -1] = None
+        edited.drop(edited.index[:2], inplace=True)
+    for name in ("ophys_timestamps", "stimulus_timestamps"):
+        times = getattr(experiment, name)
+        times -= times[0]
+    experiment.metadata["imaging_depth"] = -1
+    experiment.task_parameters["response_window_sec"][0] = 5.0
+    experiment.max_projection.data[:] = 0
+    for name in tables:
+        pd.testing.assert_frame_equal(getattr(experiment, name), before[name], obj=name)
+    assert experiment.ophys_timestamps[0] > 0 and experiment.stimulus_timestamps[0] > 0
+    assert experiment.metadata["imaging_depth"] > 0 and experiment.task_parameters["response_window_sec"][0] == 0.15
+    assert experiment.max_projection.data.any()
+    assert experiment.get_performance_metrics() == metrics
+    xr.testing.assert_identical(get_stimulus_response_xr(experiment, "dff", "changes"), responses)
+    for table, column in (("dff_traces", "dff"), ("events", "events"), ("cell_specimen_table", "roi_mask"),
+                          ("trials", "lick_times")):
+        cell = next(value for value in getattr(experiment, table)[column] if len(value))
+        with pytest.raises(ValueError, match="read-only"):
+            cell[0] = 1
+        # what a copy is for
+        np.array(cell)[0] = 1
+
+
 def test_changes_by_outcome_count_as_the_performance_metrics(experiment):
     """The behavior figure's changes: hits, misses and auto-rewarded changes as get_performance_metrics counts them
     (an auto-rewarded change is not a miss)."""
@@ -235,7 +272,7 @@ def test_a_passive_session_has_dprime_zero_and_sessions_without_responses_give_n
 
 def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_store, eye_nwb):
     with h5py.File(EYE_NWB, "r") as f:
-        same_table(task.eye_tracking(f), EYE_EXPECTED)
+        same_table(task.eye_tracking(f, WHERE), EYE_EXPECTED)
     store, summary = task_store(eye_nwb)
     assert summary["has_eye_tracking"]
     opened = open_experiment(store)
@@ -411,6 +448,43 @@ def test_a_session_task_from_a_file_of_another_session_or_experiment_fails(tmp_p
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+def test_a_file_that_states_no_ids_or_a_session_task_without_its_record_fails(tmp_path, task_store):
+    """A file whose metadata states no ids cannot be told to be the experiment's (it was stored under the asked id);
+    a session task directory without its record is named, not the NWB file."""
+    session = session_of(REFERENCE)
+    nwb = tmp_path / "no_ids.nwb"
+    shutil.copyfile(REFERENCE, nwb)
+    with h5py.File(nwb, "r+") as f:
+        del f[layout.NWB_METADATA].attrs["ophys_experiment_id"]
+    with pytest.raises(NwbError, match=f"{WHERE} .*states no ophys_experiment_id.*download the file again"):
+        extract_experiment(nwb, tmp_path / "store.zarr", REFERENCE_ID)
+    with pytest.raises(NwbError, match="states no ophys_experiment_id"):
+        extract_session_task(nwb, tmp_path / "task", REFERENCE_ID, session)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["no_ids.nwb"]
+    unfinished = tmp_path / "unfinished_task"
+    unfinished.mkdir()
+    with pytest.raises(NwbError, match=f"{unfinished} has no session_task.json.*run that step again"):
+        extract_experiment(REFERENCE, tmp_path / "store.zarr", REFERENCE_ID, session_task=unfinished)
+    assert not (tmp_path / "store.zarr").exists()
+
+
+@pytest.mark.parametrize(("dataset", "label"), [
+    (f"{task.NWB_RUNNING}/speed/data", "data"), (f"{task.NWB_LICKS}/data", "data"),
+    (f"{task.NWB_REWARDS}/volume/data", "volume"), (f"{task.NWB_EYE_TRACKING}/pupil_tracking/width", "pupil_tracking/width"),
+    (f"{task.NWB_EVENTS}/lambdas", "lambdas"),
+])
+def test_datasets_of_the_same_samples_differing_in_length_fail_naming_them(tmp_path, eye_nwb, dataset, label):
+    nwb = tmp_path / "shorter.nwb"
+    shutil.copyfile(eye_nwb, nwb)
+    group, name = dataset.rsplit("/", 1)
+    with h5py.File(nwb, "r+") as f:
+        _replace(f[group], name, f[dataset][:-3])
+    with pytest.raises(NwbError, match=f"experiment {REFERENCE_ID} .*differ in length .*{label} ") as error:
+        extract_experiment(nwb, tmp_path / "store.zarr", REFERENCE_ID)
+    assert "corrupt: download it again" in str(error.value)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["shorter.nwb"]
+
+
 def _replace(group: h5py.Group, name: str, data) -> None:
     attrs = dict(group[name].attrs)
     del group[name]
@@ -481,7 +555,28 @@ def test_start_times_not_increasing_name_experiment_and_table(intervals):
         start[...] = values
     with h5py.File(intervals, "r") as f, pytest.raises(NwbError) as error:
         task.trials(f, WHERE)
-    assert all(text in str(error.value) for text in (WHERE, task.NWB_TRIALS, "start_time is not increasing"))
+    assert all(text in str(error.value) for text in (WHERE, task.NWB_TRIALS, "start_time is not increasing", "at row 4"))
+    with h5py.File(intervals, "r+") as f:
+        values[[3, 4]] = values[[4, 3]]
+        values[0] = np.nan
+        f[task.NWB_TRIALS]["start_time"][...] = values
+    with h5py.File(intervals, "r") as f, pytest.raises(NwbError, match="not finite.* at row 0 .*download it again"):
+        task.trials(f, WHERE)
+
+
+def test_a_task_table_without_rows_is_said(intervals, caplog):
+    """No image flashes with trials (AllenSDK raises a TypeError there): the store would have a task without
+    changes, so the log says which table is empty."""
+    with h5py.File(intervals, "r") as f:
+        images = next(name for name in f["intervals"] if name.endswith("_presentations") and "spontaneous" not in name)
+    with h5py.File(intervals, "r+") as f:
+        table = f["intervals"][images]
+        for name in list(table):
+            _replace(table, name, table[name][:0])
+    with h5py.File(intervals, "r") as f, caplog.at_level(logging.WARNING, logger="vb2p.task"):
+        presentations = task.stimulus_presentations(f, WHERE)
+    assert not presentations.is_change.any()
+    assert [r.message for r in caplog.records] == [f"{WHERE}: table /intervals/{images} has no rows"]
 
 
 def test_a_ragged_index_out_of_range_names_experiment_table_and_column(intervals):
@@ -493,22 +588,6 @@ def test_a_ragged_index_out_of_range_names_experiment_table_and_column(intervals
     with h5py.File(intervals, "r") as f, pytest.raises(NwbError) as error:
         task.trials(f, WHERE)
     assert all(text in str(error.value) for text in (WHERE, task.NWB_TRIALS, "lick_times_index", "out of range"))
-
-
-def test_running_speed_with_fewer_samples_than_timestamps_names_experiment_and_series(tmp_path):
-    path = tmp_path / "running.nwb"
-    with h5py.File(REFERENCE, "r") as source, h5py.File(path, "w") as target:
-        source.copy(source["processing/running"], target.require_group("processing"), name="running")
-    with h5py.File(path, "r+") as f:
-        speed = f[f"{task.NWB_RUNNING}/speed"]
-        data = speed["data"][:-3]
-        del speed["data"]
-        speed["data"] = data
-    with h5py.File(path, "r") as f:
-        task.running_speed(f, WHERE, filtered=False)  # the unfiltered series is intact
-        with pytest.raises(NwbError) as error:
-            task.running_speed(f, WHERE)
-    assert all(text in str(error.value) for text in (WHERE, f"{task.NWB_RUNNING}/speed", "samples", "timestamps"))
 
 
 def test_open_experiment_refuses_what_is_not_a_store(tmp_path):
@@ -533,6 +612,7 @@ def allensdk_task(*args) -> dict:
 def assert_equals_allensdk(ours, nwb, work) -> None:
     """Every attribute of our experiment equals what AllenSDK's from_nwb_path returns for the same file."""
     theirs = allensdk_task("read", nwb, work / "allensdk.npz")
+    kind = {"int64": "int", "float64": "float", "int": "int"}
     arrays = np.load(work / "allensdk.npz")
     same_table(ours.stimulus_presentations, theirs["stimulus_presentations"], presentations=True)
     for name in ("trials", "licks", "rewards", "eye_tracking", "dff_traces", "events", "cell_specimen_table"):
@@ -555,8 +635,15 @@ def assert_equals_allensdk(ours, nwb, work) -> None:
         image = getattr(ours, name)
         assert list(image.spacing) == theirs["images"][name]["spacing"] and image.unit == theirs["images"][name]["unit"]
         np.testing.assert_array_equal(np.asarray(image), arrays[name])
-    assert ours.ophys_experiment_id == theirs["ophys_experiment_id"]["value"]
-    kind = {"int64": "int", "float64": "float"}
+    for name, value in theirs["ids"].items():
+        assert getattr(ours, name) == value["value"] and kind[value["type"]] == type(getattr(ours, name)).__name__
+    assert typed_json(ours.task_parameters) == theirs["task_parameters"]
+    assert list(ours.task_parameters) == list(theirs["task_parameters"])
+    assert value_json(ours.get_cell_specimen_ids()) == theirs["cell_specimen_ids"]
+    matched = theirs["cell_specimen_indices"]
+    assert matched["ids"] and ours.get_cell_specimen_indices(matched["ids"]) == matched["rows"]
+    same_table(ours.roi_masks.drop(columns="roi_mask"), theirs["roi_masks"])
+    np.testing.assert_array_equal(ours.get_reward_rate(), arrays["reward_rate"])
     for key, value in theirs["metadata"].items():
         mine = ours.metadata[key]
         assert kind.get(value["type"], value["type"]) == type(mine).__name__, key

@@ -9,10 +9,16 @@ ROIs not matched across sessions, where the store keeps -1), and each is read fr
 
 Values equal AllenSDK's, except dF/F and events of a float32 store (the default), which are AllenSDK's values
 rounded to float32 (vb2p.extract, vb2p.task).
+
+Every access hands out a new table, array, image or dict, so editing one never changes what the experiment hands out
+later, nor what vb2p computes from it (AllenSDK shares some of its attributes between accesses and builds others
+anew). The arrays inside tables (a cell's trace or mask, a trial's lick times) are shared and read-only: copying a
+plane's dF/F on every access would be hundreds of MB; copy one before editing it in place.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import uuid
 from functools import cached_property
@@ -53,14 +59,50 @@ class Image(NamedTuple):
         return np.asarray(self.data, dtype=dtype)
 
 
-def _stored_table(name: str, doc: str) -> cached_property:
-    """An attribute holding the task table `name` of the store, read on first use."""
+def _handed_out(value):
+    """A copy of a value an experiment keeps: tables (their object columns too, not the arrays in them), arrays,
+    images and dicts."""
+    if isinstance(value, Image):
+        return Image(value.data.copy(), value.spacing, value.unit)
+    return value.copy() if isinstance(value, (pd.DataFrame, np.ndarray)) else copy.deepcopy(value)
+
+
+def _read_only_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The arrays inside a table's object columns made read-only: they are shared by every copy handed out."""
+    for name in table.columns[table.dtypes == object]:
+        for value in table[name].to_numpy():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+    return table
+
+
+class read_once:
+    """An attribute read from the store on first use and kept; every access returns a copy (_handed_out)."""
+
+    def __init__(self, read):
+        self.read = read
+        self.__doc__ = read.__doc__
+
+    def __set_name__(self, owner, name: str):
+        self.kept = f"_kept_{name}"
+
+    def __get__(self, experiment, owner=None):
+        if experiment is None:
+            return self
+        if self.kept not in experiment.__dict__:
+            value = self.read(experiment)
+            experiment.__dict__[self.kept] = _read_only_cells(value) if isinstance(value, pd.DataFrame) else value
+        return _handed_out(experiment.__dict__[self.kept])
+
+
+def _stored_table(name: str, doc: str) -> read_once:
+    """An attribute holding the task table `name` of the store."""
 
     def read(self) -> pd.DataFrame:
         return self._task_table(name)
 
     read.__doc__ = f"AllenSDK's {name}: {doc}."
-    return cached_property(read)
+    return read_once(read)
 
 
 def open_experiment(path: str | Path) -> Experiment:
@@ -95,6 +137,14 @@ class Experiment:
     @property
     def ophys_experiment_id(self) -> int:
         return int(self._attrs["ophys_experiment_id"])
+
+    @property
+    def ophys_session_id(self) -> int:
+        return int(self._attrs["ophys_session_id"])
+
+    @property
+    def behavior_session_id(self) -> int:
+        return int(self._attrs["behavior_session_id"])
 
     @property
     def has_task(self) -> bool:
@@ -161,17 +211,17 @@ class Experiment:
         """(n_frames, n_cells) -> one contiguous trace per cell."""
         return cls._per_cell(np.ascontiguousarray(values.T))
 
-    @cached_property
+    @read_once
     def ophys_timestamps(self) -> np.ndarray:
         return self._array("time").astype(np.float64, copy=False)
 
-    @cached_property
+    @read_once
     def dff_traces(self) -> pd.DataFrame:
         _, values, _, roi_ids = self.traces("dff")
         keep = self._cells("dff")
         return pd.DataFrame({"cell_roi_id": roi_ids, "dff": self._traces_per_cell(values)}, index=self._specimen_index(keep))
 
-    @cached_property
+    @read_once
     def events(self) -> pd.DataFrame:
         _, events, _, roi_ids = self.traces("events")
         filtered = self.traces("filtered_events")[1]
@@ -187,7 +237,7 @@ class Experiment:
             index=self._specimen_index(keep),
         )
 
-    @cached_property
+    @read_once
     def cell_specimen_table(self) -> pd.DataFrame:
         keep = self._cells("dff")
         columns = {
@@ -199,6 +249,23 @@ class Experiment:
         }
         return pd.DataFrame({name: columns[name] for name in CELL_TABLE_COLUMNS}, index=self._specimen_index(keep))
 
+    @property
+    def roi_masks(self) -> pd.DataFrame:
+        """cell_roi_id and roi_mask of the cell table, as AllenSDK's roi_masks."""
+        return self.cell_specimen_table[["cell_roi_id", "roi_mask"]]
+
+    def get_cell_specimen_ids(self) -> np.ndarray:
+        """The cell table's index (AllenSDK's legacy method; it raises when no cell is matched across sessions)."""
+        ids = self._specimen_index(self._cells("dff")).to_numpy()
+        if len(ids) and np.isnan(ids.astype(float)).all():
+            raise ValueError(f"cell_specimen_id values not assigned for {self.ophys_experiment_id}")
+        return ids
+
+    def get_cell_specimen_indices(self, cell_specimen_ids) -> list[int]:
+        """Rows of the cell table (and of dff_traces) of the given cell_specimen_ids."""
+        index = self._specimen_index(self._cells("dff"))
+        return [index.get_loc(cell_specimen_id) for cell_specimen_id in cell_specimen_ids]
+
     # ---- images and metadata --------------------------------------------------------------------------------------
 
     def _image(self, name: str) -> Image:
@@ -208,15 +275,15 @@ class Experiment:
                            " was written by an earlier version: extract it again")
         return Image(self._array(name), tuple(attrs["spacing"]), attrs["unit"])
 
-    @cached_property
+    @read_once
     def max_projection(self) -> Image:
         return self._image("max_projection")
 
-    @cached_property
+    @read_once
     def average_projection(self) -> Image:
         return self._image("average_image")
 
-    @cached_property
+    @read_once
     def metadata(self) -> dict:
         """AllenSDK's metadata dict: its keys in its order, its value types (datetime, UUID, sorted driver lines;
         imaging_plane_group None and imaging_plane_group_count 0 on single-plane rigs)."""
@@ -237,13 +304,16 @@ class Experiment:
     # ---- the task ---------------------------------------------------------------------------------------------------
 
     def _task_table(self, name: str) -> pd.DataFrame:
+        self._require_task()
+        return task.read_stored_table(self.path, name)
+
+    def _require_task(self) -> None:
         if not self.has_task:
             raise NwbError(f"experiment {self.ophys_experiment_id} has no task in its store {self.path}"
                            " (has_task is false): its NWB file holds no trials or stimulus presentations, or the"
                            " store was written before tasks were extracted")
-        return task.read_stored_table(self.path, name)
 
-    @cached_property
+    @read_once
     def stimulus_presentations(self) -> pd.DataFrame:
         return self._task_table("stimulus_presentations").rename(columns={"stop_time": "end_time"})
 
@@ -253,11 +323,11 @@ class Experiment:
     licks = _stored_table("licks", "timestamps and display frame of each lick")
     rewards = _stored_table("rewards", "volume (mL), timestamps, auto_rewarded of each reward")
 
-    @cached_property
+    @read_once
     def stimulus_timestamps(self) -> np.ndarray:
         return self._task_table("stimulus_timestamps")["timestamps"].to_numpy()
 
-    @cached_property
+    @read_once
     def eye_tracking(self) -> pd.DataFrame:
         """AllenSDK's eye_tracking; an empty table with its columns when the file has none (as AllenSDK)."""
         if "eye_tracking" in self._attrs.get("task_tables", ()):
@@ -265,8 +335,23 @@ class Experiment:
         return task.empty_eye_tracking()
 
     @property
+    def task_parameters(self) -> dict:
+        """AllenSDK's task_parameters: /general/task_parameters (stimulus, response window, reward volumes...) and
+        image_set, read from the session type as AllenSDK reads it ('images_A', 'gratings'), keys in order."""
+        self._require_task()
+        parameters = copy.deepcopy(self._attrs["task_parameters"])
+        parts = parameters["session_type"].split("_")  # OPHYS_1_images_A, TRAINING_1_gratings
+        parameters["image_set"] = "_".join(parts[2:4]) if parts[2:3] == ["images"] else "_".join(parts[2:3])
+        return dict(sorted(parameters.items()))
+
+    @property
     def _response_window_start(self) -> float:
         return float(self._attrs["task_parameters"]["response_window_sec"][0])
+
+    def get_reward_rate(self) -> np.ndarray:
+        """Rewards per minute over trials i-25 to i+24 of each trial i (AllenSDK's get_reward_rate; NaN for the first
+        10 trials)."""
+        return performance.reward_rate(self.trials, self._response_window_start)
 
     def get_rolling_performance_df(self) -> pd.DataFrame:
         """Per trial: reward rate, rolling hit and false-alarm rates (raw and trial-count corrected) and d'."""

@@ -154,6 +154,18 @@ def nwb_metadata(f: h5py.File, where: str) -> dict:
     return metadata
 
 
+def check_ids(stated: dict, expected: dict, where: str) -> None:
+    """The ids the file states in /general/metadata are the expected ones: a file of another experiment (a wrong
+    path, a mixed-up cache) would otherwise be stored as this one. A release file states them all."""
+    for key, value in expected.items():
+        if key not in stated:
+            raise NwbError(f"{where}: {layout.NWB_METADATA} states no {key}, so the file cannot be told to be of"
+                           f" {key} {value}; release files state it (allen-release-layout.md, section 5): download"
+                           " the file again")
+        if int(_scalar(stated[key])) != int(value):
+            raise NwbError(f"{where}: the file says its {key} is {_scalar(stated[key])}, not {value}")
+
+
 @contextlib.contextmanager
 def reading(where: str):
     """Errors while reading the NWB file are the file's: name the experiment and the file."""
@@ -201,8 +213,7 @@ class Plane:
 def read_plane(f: h5py.File, experiment_id: int, where: str) -> Plane:
     """Open the datasets of one experiment file and read its small arrays, checking that they agree."""
     metadata = nwb_metadata(f, where)
-    if int(metadata.get("ophys_experiment_id", experiment_id)) != int(experiment_id):
-        raise NwbError(f"{where}: the file says it is experiment {metadata['ophys_experiment_id']}")
+    check_ids(metadata, {"ophys_experiment_id": experiment_id}, where)
     dff = _require(f, layout.NWB_DFF, where)
     timestamps = _require(f, layout.NWB_TIMESTAMPS, where)[:].astype(np.float64)
     table = _require(f, layout.NWB_CELL_TABLE, where)
@@ -292,10 +303,8 @@ def extract_session_task(nwb: str | Path | BinaryIO, out_dir: str | Path, ophys_
     where = f"experiment {ophys_experiment_id} of session {ophys_session_id} ({nwb})"
     with _output_directory(nwb, Path(out_dir), where) as (f, partial):
         with reading(where):
-            stated = _require(f, layout.NWB_METADATA, where).attrs  # only the ids: the plane is not read here
-            for key, expected in (("ophys_experiment_id", ophys_experiment_id), ("ophys_session_id", ophys_session_id)):
-                if int(stated.get(key, expected)) != int(expected):
-                    raise NwbError(f"{where}: the file says its {key} is {_scalar(stated[key])}")
+            check_ids(_require(f, layout.NWB_METADATA, where).attrs,  # only the ids: the plane is not read here
+                      {"ophys_experiment_id": ophys_experiment_id, "ophys_session_id": ophys_session_id}, where)
         return _task_step(lambda: write_session_task(f, partial, ophys_session_id, ophys_experiment_id, where),
                           partial, where)
 

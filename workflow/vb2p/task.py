@@ -128,6 +128,16 @@ def _column(table: h5py.Group, members: set[str], path: str, name: str, n_rows: 
     return values
 
 
+def same_length(where: str, path: str, datasets: dict) -> int:
+    """The length the datasets (or arrays) under path share; else an error listing each length."""
+    lengths = {name: len(dataset) for name, dataset in datasets.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} {length}" for name, length in lengths.items())
+        raise NwbError(f"{where}: {path}: datasets of the same samples differ in length ({listed}); the file is"
+                       " corrupt: download it again")
+    return next(iter(lengths.values()), 0)
+
+
 def read_columns(f: h5py.File, path: str, where: str, required: tuple[str, ...] = (),
                  skip: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The ids and the columns (in `colnames` order) of an NWB DynamicTable, checked: the required columns are there
@@ -143,8 +153,14 @@ def read_columns(f: h5py.File, path: str, where: str, required: tuple[str, ...] 
     columns = {name: _column(table, members, path, name, len(ids), where) for name in names if name not in skip}
     if "start_time" in columns:
         start = columns["start_time"].astype(np.float64, copy=False)
-        if not np.all(np.isfinite(start)) or np.any(np.diff(start) < 0):
-            raise NwbError(f"{where}: table {path}: start_time is not increasing (or not finite); the file is corrupt")
+        bad = np.flatnonzero(~np.isfinite(start) | np.concatenate([[False], np.diff(start) < 0]))
+        if len(bad):
+            row = int(bad[0])
+            shown = ", ".join(str(value) for value in start[max(row - 1, 0) : row + 1])
+            raise NwbError(f"{where}: table {path}: start_time is not increasing (or not finite) at row {row}"
+                           f" ({shown}); the file is corrupt: download it again")
+    if not len(ids):
+        log.warning("%s: table %s has no rows", where, path)
     return ids, columns
 
 
@@ -272,9 +288,8 @@ def running_speed(f: h5py.File, where: str, filtered: bool = True) -> pd.DataFra
     -1 cm/s is flipped, as AllenSDK does for rigs with reversed encoder polarity."""
     path = f"{NWB_RUNNING}/{'speed' if filtered else 'speed_unfiltered'}"
     series = _require(f, path, where, "running speed")
-    if series["data"].shape != series["timestamps"].shape:
-        raise NwbError(f"{where}: {path} has {series['data'].shape} samples for {series['timestamps'].shape} timestamps")
-    block = np.empty((2, len(series["timestamps"])))  # (column, sample): pandas takes it as its block, no copy
+    n_samples = same_length(where, path, {"data": series["data"], "timestamps": series["timestamps"]})
+    block = np.empty((2, n_samples))  # (column, sample): pandas takes it as its block, no copy
     series["timestamps"].read_direct(block[0])
     series["data"].read_direct(block[1])
     if np.nanmean(block[1]) < -1:
@@ -282,24 +297,24 @@ def running_speed(f: h5py.File, where: str, filtered: bool = True) -> pd.DataFra
     return pd.DataFrame(block.T, columns=["timestamps", "speed"], copy=False)
 
 
-def licks(f: h5py.File) -> pd.DataFrame:
+def licks(f: h5py.File, where: str) -> pd.DataFrame:
     """AllenSDK's licks: time and display frame of each lick; empty (float columns) when the file has none."""
     if NWB_LICKS not in f:
         return pd.DataFrame({"timestamps": [], "frame": []})
     series = f[NWB_LICKS]
+    same_length(where, NWB_LICKS, {"timestamps": series["timestamps"], "data": series["data"]})
     return pd.DataFrame({"timestamps": series["timestamps"][:], "frame": series["data"][:]})
 
 
-def rewards(f: h5py.File) -> pd.DataFrame:
+def rewards(f: h5py.File, where: str) -> pd.DataFrame:
     """AllenSDK's rewards: volume, time, auto_rewarded; empty when the file has none (passive sessions)."""
     if NWB_REWARDS not in f:
         return pd.DataFrame({"volume": [], "timestamps": [], "auto_rewarded": []})
     module = f[NWB_REWARDS]
-    return pd.DataFrame({
-        "volume": module["volume/data"][:],
-        "timestamps": module["autorewarded/timestamps"][:],
-        "auto_rewarded": module["autorewarded/data"][:],
-    })
+    columns = {"volume": module["volume/data"], "timestamps": module["autorewarded/timestamps"],
+               "auto_rewarded": module["autorewarded/data"]}
+    same_length(where, NWB_REWARDS, columns)
+    return pd.DataFrame({name: dataset[:] for name, dataset in columns.items()})
 
 
 def stimulus_timestamps(f: h5py.File, where: str) -> pd.DataFrame:
@@ -321,7 +336,7 @@ def _outliers(area: np.ndarray, z_threshold: float) -> np.ndarray:
         return np.abs((area - mean) / sd) > z_threshold
 
 
-def eye_tracking(f: h5py.File, z_threshold: float = EYE_Z_THRESHOLD,
+def eye_tracking(f: h5py.File, where: str, z_threshold: float = EYE_Z_THRESHOLD,
                  dilation_frames: int = EYE_DILATION_FRAMES) -> pd.DataFrame | None:
     """AllenSDK's eye_tracking (EyeTrackingTable.from_nwb) from /acquisition/EyeTracking (ndx-ellipse-eye-tracking),
     or None when the file has none. likely_blink is recomputed: frames with a missing eye or pupil area or an area
@@ -341,6 +356,9 @@ def eye_tracking(f: h5py.File, z_threshold: float = EYE_Z_THRESHOLD,
     block = np.empty((len(floats), len(eye["timestamps"])))
     eye["timestamps"].read_direct(block[row["timestamps"]])  # into the block: no array of its own to copy from
     for prefix, series in (("cr", cr), ("eye", eye), ("pupil", pupil)):
+        same_length(where, NWB_EYE_TRACKING, {"eye_tracking/timestamps": eye["timestamps"],
+                                              **{f"{series.name.rsplit('/', 1)[-1]}/{name}": series[name]
+                                                 for name in ("area_raw", "data", "width", "height", "angle")}})
         series["area_raw"].read_direct(block[row[f"{prefix}_area_raw"]])
         block[row[f"{prefix}_area"]] = block[row[f"{prefix}_area_raw"]]
         centre = series["data"][:]
@@ -428,6 +446,8 @@ def _write_events(f: h5py.File, group: zarr.Group, store_dir: Path, dff: zarr.Ar
     column_of_row = {row: column for column, row in enumerate(event_rows.tolist())}
     columns = np.array([column_of_row.get(int(row), -1) for row in roi_order], dtype=np.int64)
     in_order = np.array_equal(columns, np.arange(len(event_rows)))  # the usual case: nothing to rearrange
+    same_length(where, NWB_EVENTS, {"rois": event_rows, "lambdas": detection["lambdas"],
+                                    "noise_stds": detection["noise_stds"]})
     for name, source in (("events_lambda", "lambdas"), ("events_noise_std", "noise_stds")):
         group.create_array(name, data=_in_store_order(detection[source][:][None], columns)[0], chunks=(n_rois,),
                            dimension_names=["cell"], fill_value=np.nan,
@@ -509,11 +529,11 @@ def write_task_tables(f: h5py.File, directory: Path, where: str) -> dict:
         "trials": trials(f, where),
         "running_speed": running_speed(f, where),
         "raw_running_speed": running_speed(f, where, filtered=False),
-        "licks": licks(f),
-        "rewards": rewards(f),
+        "licks": licks(f, where),
+        "rewards": rewards(f, where),
         "stimulus_timestamps": stimulus_timestamps(f, where),
     }
-    eyes = eye_tracking(f)
+    eyes = eye_tracking(f, where)
     if eyes is not None:
         tables["eye_tracking"] = eyes
     directory.mkdir(exist_ok=True)
@@ -586,6 +606,9 @@ def write_session_task(f: h5py.File, directory: Path, ophys_session_id: int, oph
 def _session_record(session_task: Path, f: h5py.File, ophys_session_id: int | None, where: str) -> dict | None:
     """The session's task record when it is this file's task (same session, same fingerprint); None otherwise,
     with a warning saying why: the file's own task is then read."""
+    if not (session_task / SESSION_RECORD).is_file():
+        raise NwbError(f"{where}: {session_task} has no {SESSION_RECORD}: it is not a session task `vb2p session-task`"
+                       " finished; remove it and run that step again")
     record = json.loads((session_task / SESSION_RECORD).read_text())
     source = f"the session task in {session_task} (from experiment {record['ophys_experiment_id']})"
     if ophys_session_id is not None and record["ophys_session_id"] != int(ophys_session_id):
