@@ -8,6 +8,7 @@ from vb2p.logs import log_to
 log_to(snakemake.log[0])
 steps.platform_figures(
     snakemake.input.table,
+    snakemake.params.platform,
     {Path(path).stem: path for path in snakemake.output.tables},
     {Path(path).stem: path for path in snakemake.output.figures},
 )

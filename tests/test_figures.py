@@ -309,16 +309,18 @@ def test_end_to_end_demo_run_figures_match_the_baselines(demo_run):
 def test_the_demo_responses_recover_who_responds_to_what(demo_run):
     """The ground truth of the demo's cells, recovered from the release-wide response table as the platform
     figures count responsive cells."""
+    from vb2p.config import load_config
     from vb2p.platform import read_response_table
     from vb2p.responses import preferred_responses
 
+    threshold = load_config(REPO / "config/config.yaml", REPO / "config/demo.yaml")["platform"]["responsive_threshold"]
     table, timestamps = read_response_table(demo_run / "results/responses/cell_responses.parquet")
     assert timestamps[0] == -1.0 and timestamps[-1] == 1.5
     truth = pd.read_csv(demo_run / "resources/demo_release/ground_truth/cell_responses.csv")
     truth = truth[truth.valid_roi].set_index(["ophys_experiment_id", "cell_roi_id"]).response_type
     fractions = {}
     for event_type in ("changes", "omissions"):
-        responsive = preferred_responses(table, event_type=event_type).set_index(
+        responsive = preferred_responses(table, event_type=event_type, threshold=threshold).set_index(
             ["ophys_experiment_id", "cell_roi_id"]).responsive
         joined = pd.DataFrame({"truth": truth, "responsive": responsive}).dropna()
         assert len(joined) == len(truth)  # every valid ROI of every experiment is in the table
@@ -330,6 +332,18 @@ def test_the_demo_responses_recover_who_responds_to_what(demo_run):
     assert silent, fractions
     for name in silent:
         assert fractions["changes"][name] <= 0.2 and fractions["omissions"][name] <= 0.2
+
+
+def test_the_platform_figures_count_one_session_per_experience_level_of_each_container(demo_run):
+    """config/demo.yaml keeps Allen's sessions (the last active Familiar session, Novel 1, the first active session
+    after it) and every container: a panel's planes are the containers that have its session."""
+    selection = pd.read_csv(demo_run / "results/selection/experiments.csv")
+    population = pd.read_csv(demo_run / "results/platform/population_responses.csv")
+    with_novel = selection[selection.experience_level == "Novel 1"].groupby("cre_line").ophys_container_id.nunique()
+    familiar = population[population.experience_level == "Familiar"].groupby("cre_line").n_experiments.first()
+    pd.testing.assert_series_equal(familiar, with_novel, check_names=False)
+    familiar_sessions = selection[selection.experience_level == "Familiar"].groupby("cre_line").size()
+    assert (familiar < familiar_sessions[familiar.index]).all()  # not every familiar session: passive ones left out
 
 
 def test_the_behavior_table_counts_the_ground_truth_trials(demo_run):
@@ -355,7 +369,7 @@ def test_the_readme_python_blocks_run_on_the_demo_results(demo_run, monkeypatch)
     for block in blocks:
         namespace: dict = {}
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (the README's own code)
-    assert "vip_novel" in namespace and len(namespace["vip_novel"]) > 0
+    assert "sst_novel" in namespace and len(namespace["sst_novel"]) > 0
 
 
 def test_the_behavior_figures_changes_are_the_performance_tables_counts(demo_run):

@@ -591,7 +591,7 @@ def test_release_table_refuses_stores_with_different_time_bases(reference_store,
     assert not (tmp_path / "t.parquet").exists()
 
 
-def test_responsive_cells_counts_preferred_images_above_a_tenth():
+def test_responsive_cells_counts_preferred_images_above_the_threshold():
     table = pd.DataFrame(
         {
             "ophys_experiment_id": [1, 1, 1, 1, 2, 2, 2],
@@ -607,13 +607,71 @@ def test_responsive_cells_counts_preferred_images_above_a_tenth():
     )
     # cell 10: preferred b (0.05) no; 11: preferred a (0.5) yes; 20: preferred a, exactly 0.25: no (strictly more);
     # 21: no response at all: not counted
-    result = responsive_cells(table, event_type="images").set_index("cre_line")
+    result = responsive_cells(table, event_type="images", threshold=0.25).set_index("cre_line")
     assert result.loc["Sst", "n_cells"] == 2 and result.loc["Sst", "n_responsive"] == 1
     assert result.loc["Vip", "n_cells"] == 1 and result.loc["Vip", "fraction_responsive"] == 0.0
+    # Allen's threshold (the default): 20 is responsive at 0.25 > 0.1
+    assert responsive_cells(table, event_type="images").set_index("cre_line").loc["Vip", "fraction_responsive"] == 1.0
     with pytest.raises(TableError, match="no column depth"):
         responsive_cells(table, group_by=["depth"], event_type="images")
     with pytest.raises(TableError, match="no rows for data_type 'dff' and event_type 'changes'"):
         responsive_cells(table)
+
+
+def _sessions(container: int, *sessions: tuple[str, bool]) -> pd.DataFrame:
+    """One experiment per (experience_level, passive) session of a container, a day apart, in that order."""
+    return pd.DataFrame({
+        "ophys_experiment_id": [container * 10 + day for day in range(len(sessions))],
+        "ophys_container_id": container,
+        "experience_level": [level for level, _ in sessions],
+        "passive": [passive for _, passive in sessions],
+        "date_of_acquisition": [f"2019-03-{10 + day:02d} 10:00:00+00:00" for day in range(len(sessions))],
+    })
+
+
+def test_the_platform_figures_use_allens_sessions_and_containers():
+    """visual_behavior_analysis's limit_to_last_familiar_second_novel_active, then
+    limit_to_containers_with_all_experience_levels, on containers whose answer is known; rows in any order."""
+    from vb2p.platform import last_familiar_second_novel_active, platform_experiments
+
+    familiar, novel, later = "Familiar", "Novel 1", "Novel >1"
+    table = pd.concat([
+        # the last active familiar (3), novel 1 (4), the first active session after it (6, not the passive 5)
+        _sessions(1, (familiar, False), (familiar, True), (familiar, False), (novel, False), (later, True),
+                  (later, False), (later, False)),
+        # no Novel 1: Allen keeps none of its Familiar or Novel >1 sessions
+        _sessions(2, (familiar, False), (later, False)),
+        # only a passive familiar session before Novel 1: no Familiar
+        _sessions(3, (familiar, True), (novel, False), (later, False)),
+    ]).sample(frac=1, random_state=0)
+    kept = set(table.ophys_experiment_id[last_familiar_second_novel_active(table)])
+    assert kept == {12, 13, 15, 31, 32}
+    chosen = platform_experiments(table, "last_familiar_second_novel_active", True)
+    assert set(chosen.ophys_experiment_id) == {12, 13, 15}
+    assert set(platform_experiments(table, "all", True).ophys_container_id) == {1, 3}
+    assert len(platform_experiments(table, "all", False)) == len(table)
+    with pytest.raises(TableError, match="no column passive.*build it again"):
+        platform_experiments(table.drop(columns="passive"), "all", False)
+
+
+def test_allens_sessions_on_the_real_release_are_one_of_each_level_per_container():
+    experiments = pd.read_csv(DATA / "real_metadata/ophys_experiment_table.csv")
+    from vb2p.platform import platform_experiments
+
+    chosen = platform_experiments(experiments, "last_familiar_second_novel_active", True)
+    per_container = chosen.groupby("ophys_container_id").experience_level.agg(sorted)
+    assert len(per_container) > 100 and (per_container.map(tuple) == ("Familiar", "Novel 1", "Novel >1")).all()
+    assert not chosen.passive.any()
+    order = chosen.sort_values("date_of_acquisition").groupby("ophys_container_id").experience_level.agg(list)
+    assert (order.map(tuple) == ("Familiar", "Novel 1", "Novel >1")).all()
+    # the Familiar session kept is the container's last active one before Novel 1
+    novel = experiments[experiments.experience_level == "Novel 1"]
+    novel_dates = novel.groupby("ophys_container_id").date_of_acquisition.min()
+    active_familiar = experiments[(experiments.experience_level == "Familiar") & ~experiments.passive]
+    before = active_familiar[active_familiar.date_of_acquisition < active_familiar.ophys_container_id.map(novel_dates)]
+    last = before.sort_values("date_of_acquisition").groupby("ophys_container_id").ophys_experiment_id.last()
+    kept_familiar = chosen[chosen.experience_level == "Familiar"].set_index("ophys_container_id").ophys_experiment_id
+    assert (kept_familiar == last[kept_familiar.index]).all()
 
 
 def test_responsive_cells_on_the_reference_finds_the_omission_cells(reference_store, tmp_path):

@@ -47,5 +47,7 @@ rule platform_figures:
         f"{BENCHMARKS}/platform_figures.tsv"
     conda:
         "../../envs/figures.yaml"
+    params:
+        platform=config["platform"],
     script:
         "../../scripts/platform_figures.py"

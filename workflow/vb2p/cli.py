@@ -179,7 +179,7 @@ def _response_table(args) -> None:
 def _platform(args) -> None:
     from vb2p import steps
 
-    steps.platform_figures(results.RESPONSE_TABLE, *steps.platform_outputs())
+    steps.platform_figures(results.RESPONSE_TABLE, _config(args)["platform"], *steps.platform_outputs())
     print(results.platform_figure("change_responses").parent)
 
 
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("behavior-performance", _behavior_performance, None, False, "one row per session (rule behavior_performance)"),
         ("responses", _responses, "--experiment", True, "stimulus-locked responses (rule stimulus_responses)"),
         ("response-table", _response_table, None, False, "the release-wide response table (rule response_table)"),
-        ("platform", _platform, None, False, "population responses and responsive fractions (rule platform_figures)"),
+        ("platform", _platform, None, True, "population responses and responsive fractions (rule platform_figures)"),
     ):
         step = steps.add_parser(name, help=help_text, description=help_text)
         if reads_config:

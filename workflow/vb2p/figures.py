@@ -253,8 +253,23 @@ def plot_behavior_session(session_id: int, behavior: dict):
     return figure
 
 
+# Image flashes of the change-detection task: 0.25 s of image every 0.75 s (task_parameters), aligned to the event.
+FLASH_S, FLASH_PERIOD_S = 0.25, 0.75
+
+
+def _shade_flashes(axis, start: float, stop: float, omitted_at_zero: bool) -> None:
+    """Gray spans where images were shown around the event (none at 0 for an omission)."""
+    for k in range(int(np.floor(start / FLASH_PERIOD_S)), int(np.ceil(stop / FLASH_PERIOD_S)) + 1):
+        if k == 0 and omitted_at_zero:
+            continue
+        onset = k * FLASH_PERIOD_S
+        if onset < stop and onset + FLASH_S > start:
+            axis.axvspan(max(onset, start), min(onset + FLASH_S, stop), color="#e8e8e8", linewidth=0, zorder=0)
+
+
 def plot_population_responses(population: pd.DataFrame, event_type: str):
-    """Mean +- s.e.m. over cells of the response to an event, in a grid of cre line (rows) x experience level."""
+    """Mean +- s.e.m. over cells of the response to an event, in a grid of cre line (rows) x experience level; image
+    flashes shaded."""
     from vb2p.platform import CRE_LINES, EXPERIENCE_LEVELS
 
     figure = new_figure(8.0, 6.4)
@@ -262,6 +277,7 @@ def plot_population_responses(population: pd.DataFrame, event_type: str):
     for row, cre_line in enumerate(CRE_LINES):
         for column, experience in enumerate(EXPERIENCE_LEVELS):
             axis = axes[row, column]
+            _shade_flashes(axis, population.time.min(), population.time.max(), event_type == "omissions")
             group = population[(population.cre_line == cre_line) & (population.experience_level == experience)]
             colour = CRE_COLOURS[cre_line]
             if group.empty:
@@ -271,7 +287,9 @@ def plot_population_responses(population: pd.DataFrame, event_type: str):
                 axis.fill_between(group.time, group["mean"] - group["sem"], group["mean"] + group["sem"],
                                   color=colour, alpha=0.3, linewidth=0)
                 axis.plot(group.time, group["mean"], color=colour, linewidth=1.2)
-                axis.text(0.98, 0.95, f"{group.n_cells.iloc[0]} cells", ha="right", va="top", fontsize=8,
+                n_experiments = group.n_experiments.iloc[0]
+                axis.text(0.98, 0.95, f"{group.n_cells.iloc[0]} cells, {n_experiments} plane"
+                          f"{'s' if n_experiments > 1 else ''}", ha="right", va="top", fontsize=8,
                           transform=axis.transAxes)
             axis.axvline(0, color="#888888", linewidth=0.6, linestyle=":")
             if row == 0:
@@ -280,7 +298,7 @@ def plot_population_responses(population: pd.DataFrame, event_type: str):
                 axis.set_ylabel(f"{cre_line.split('-')[0]}\ndF/F")
             if row == len(CRE_LINES) - 1:
                 axis.set_xlabel(f"time from {event_type[:-1]} (s)")
-    figure.suptitle(f"Population response to {event_type} (mean +- s.e.m. over cells)", fontsize=10)
+    figure.suptitle(f"Population response to {event_type} (mean +- s.e.m. over cells; gray: image shown)", fontsize=10)
     return figure
 
 
@@ -299,11 +317,13 @@ def plot_responsive_fractions(fractions: pd.DataFrame):
             for i, cre_line in enumerate(CRE_LINES):
                 value = rows[(rows.cre_line == cre_line) & (rows.experience_level == experience)].fraction_responsive
                 if len(value):
-                    axis.bar(i + (k - 1) * width, float(value.iloc[0]), width=width * 0.95,
-                             color=CRE_COLOURS[cre_line], alpha=shade, label=experience if i == 0 else None)
+                    x, n_cells = i + (k - 1) * width, int(rows.loc[value.index[0], "n_cells"])
+                    axis.bar(x, float(value.iloc[0]), width=width * 0.95, color=CRE_COLOURS[cre_line], alpha=shade,
+                             label=experience if i == 0 else None)
+                    axis.text(x, float(value.iloc[0]) + 0.01, str(n_cells), ha="center", va="bottom", fontsize=7)
         axis.set_xticks(range(len(CRE_LINES)), [line.split("-")[0] for line in CRE_LINES])
         axis.set_title(f"{event_type}")
         axis.set_ylim(0, 1)
-    axes[0].set_ylabel("fraction responsive")
+    axes[0].set_ylabel("fraction responsive (n: cells)")
     axes[-1].legend(frameon=False, loc="upper right", title="experience (light: later)")
     return figure

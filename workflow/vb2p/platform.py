@@ -1,6 +1,7 @@
 """The population figures of Allen's Visual Behavior platform paper, from the release-wide response table
 (vb2p.responses.build_response_table): change and omission responses averaged over cells, per cre line and
-experience level, and the fraction of responsive cells per group."""
+experience level, and the fraction of responsive cells per group, over the sessions Allen's figures use
+(platform_experiments)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,50 @@ CRE_LINES = ("Slc17a7-IRES2-Cre", "Sst-IRES-Cre", "Vip-IRES-Cre")
 EXPERIENCE_LEVELS = ("Familiar", "Novel 1", "Novel >1")
 GROUP = ["cre_line", "experience_level"]
 CELL = ["ophys_experiment_id", "cell_roi_id"]
+EXPERIMENT_COLUMNS = ["ophys_experiment_id", "ophys_container_id", "experience_level", "passive", "date_of_acquisition"]
+
+
+def last_familiar_second_novel_active(experiments: pd.DataFrame) -> np.ndarray:
+    """Which experiments Allen's platform-paper figures keep (visual_behavior_analysis's
+    limit_to_last_familiar_second_novel_active): in each container, sessions in order of acquisition, a Familiar
+    experiment only if it is the last active session before the first Novel 1 session, a Novel >1 experiment only if
+    it is the first active session after it (none of either in a container without Novel 1); Novel 1 is kept."""
+    level = experiments["experience_level"].to_numpy()
+    active = ~experiments["passive"].to_numpy(dtype=bool)
+    keep = ~np.isin(level, ("Familiar", "Novel >1"))
+    acquired = pd.to_datetime(experiments["date_of_acquisition"], utc=True, format="ISO8601").to_numpy()
+    order = np.argsort(acquired, kind="stable")
+    for rows in pd.Series(order).groupby(experiments["ophys_container_id"].to_numpy()[order], sort=False):
+        rows = rows[1].to_numpy()  # the container's experiments, in order of acquisition
+        novel = np.flatnonzero(level[rows] == "Novel 1")
+        if not len(novel):
+            continue
+        position = np.arange(len(rows)) - novel[0]
+        for chosen, wanted in ((rows[active[rows] & (position < 0)][-1:], "Familiar"),
+                               (rows[active[rows] & (position > 0)][:1], "Novel >1")):
+            keep[chosen[level[chosen] == wanted]] = True
+    return keep
+
+
+def platform_experiments(table: pd.DataFrame, sessions: str,
+                         containers_with_all_experience_levels: bool) -> pd.DataFrame:
+    """The response table's rows of the experiments the platform figures count: Allen's sessions
+    (last_familiar_second_novel_active) or all of them; then, optionally, only containers with all three experience
+    levels (visual_behavior_analysis's limit_to_containers_with_all_experience_levels)."""
+    missing = [column for column in EXPERIMENT_COLUMNS if column not in table]
+    if missing:
+        raise TableError(f"the responses table has no column {', '.join(missing)}; it was built by an earlier version:"
+                         " build it again (rule response_table)")
+    experiments = table[EXPERIMENT_COLUMNS].drop_duplicates("ophys_experiment_id").reset_index(drop=True)
+    if sessions == "last_familiar_second_novel_active":
+        experiments = experiments[last_familiar_second_novel_active(experiments)]
+    elif sessions != "all":
+        raise ValueError(f"sessions must be last_familiar_second_novel_active or all, not {sessions!r}")
+    if containers_with_all_experience_levels:
+        levels = experiments.groupby("ophys_container_id")["experience_level"].agg(set)
+        complete = levels.index[levels.map(lambda found: set(EXPERIENCE_LEVELS) <= found)]
+        experiments = experiments[experiments["ophys_container_id"].isin(complete)]
+    return table[table["ophys_experiment_id"].isin(experiments["ophys_experiment_id"])]
 
 
 def read_response_table(path, data_type: str = "dff") -> tuple[pd.DataFrame, np.ndarray]:
@@ -54,14 +99,14 @@ def population_traces(table: pd.DataFrame, timestamps: np.ndarray, event_type: s
         sem = traces.std(axis=0, ddof=1) / np.sqrt(len(traces)) if len(traces) > 1 else np.full(len(timestamps), np.nan)
         rows.append(pd.DataFrame({"cre_line": cre_line, "experience_level": experience, "event_type": event_type,
                                   "time": timestamps, "mean": traces.mean(axis=0), "sem": sem,
-                                  "n_cells": len(traces)}))
+                                  "n_cells": len(traces), "n_experiments": group["ophys_experiment_id"].nunique()}))
     return pd.concat(rows, ignore_index=True)
 
 
-def responsive_fractions(table: pd.DataFrame) -> pd.DataFrame:
+def responsive_fractions(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Fraction of responsive cells per cre line x experience level, for changes and for omissions."""
     return pd.concat(
-        [responsive_cells(table, GROUP, event_type=event_type).assign(event_type=event_type)
+        [responsive_cells(table, GROUP, event_type=event_type, threshold=threshold).assign(event_type=event_type)
          for event_type in ("changes", "omissions") if (table.event_type == event_type).any()],
         ignore_index=True,
     )

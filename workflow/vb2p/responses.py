@@ -53,6 +53,8 @@ METADATA_COLUMNS = (
     "session_type",
     "session_number",
     "experience_level",
+    "passive",
+    "date_of_acquisition",
     "prior_exposures_to_image_set",
     "equipment_name",
     "project_code",
@@ -60,12 +62,9 @@ METADATA_COLUMNS = (
 NUMBER_OF_SHUFFLES = 10_000  # bou's
 SPONTANEOUS_DURATION_S = 4 * 60  # bou: the 4 minutes of gray screen before the change-detection block
 SIGNIFICANT_P = 0.05  # a presentation is significant when its p_value_gray_screen is below this (bou, VBA)
-# A cell is responsive when more than this fraction of its preferred image's presentations are significant. Allen's
-# analysis code (visual_behavior_analysis) uses 0.1 over whole real sessions; with few presentations per image (the
-# demo's ~10 changes per image) the preferred image of a silent cell, the largest mean of 8, exceeds 0.1 by chance
-# (57 % of the demo's silent cells), 0.25 in 10 % of them, while every change cell stays responsive (measured on the
-# default demo: tests/test_figures.py prints the recovered fractions).
-RESPONSIVE_FRACTION = 0.25
+# A cell is responsive when more than this fraction of its preferred image's presentations are significant: Allen's
+# analysis code (visual_behavior_analysis) uses 0.1 over whole real sessions (config key platform.responsive_threshold).
+RESPONSIVE_FRACTION = 0.1
 UNMATCHED = -1  # cell_specimen_id of ROIs not matched across sessions, in our stores (AllenSDK: NaN)
 PRESENTATION_COLUMNS = ("start_time", "image_name", "is_change", "omitted", "trials_id")
 # Values computed per block of events (1 MB of float64): blocks this small keep the temporaries in memory the
@@ -825,14 +824,16 @@ def write_experiment_responses(experiment, out_path: str | Path, params: Respons
 
 
 STRING_METADATA = {"mouse_id", "cre_line", "reporter_line", "targeted_structure", "session_type", "experience_level",
-                   "equipment_name", "project_code"}  # the other metadata columns are integers
+                   "equipment_name", "project_code", "date_of_acquisition"}  # ISO 8601 text: as the selection has it
+BOOL_METADATA = {"passive"}  # the other metadata columns are integers
 
 
 def response_table_schema(eventlocked_timestamps: Sequence[float]):
     """The release-wide table's columns; the time base of mean_trace in its metadata."""
     import pyarrow as pa
 
-    fields = [(key, pa.string() if key in STRING_METADATA else pa.int64()) for key in METADATA_COLUMNS]
+    fields = [(key, pa.string() if key in STRING_METADATA else pa.bool_() if key in BOOL_METADATA else pa.int64())
+              for key in METADATA_COLUMNS]
     fields += [
         ("data_type", pa.string()),
         ("event_type", pa.string()),
@@ -866,7 +867,9 @@ def _group_means(values: np.ndarray, membership: np.ndarray) -> np.ndarray:
 def _metadata_value(key: str, value):
     if value is None:
         return None
-    return str(value) if key in STRING_METADATA else int(value)
+    if key in STRING_METADATA:
+        return str(value)
+    return bool(value) if key in BOOL_METADATA else int(value)
 
 
 def experiment_response_rows(store: str | Path, cell_block: int = 32) -> dict | None:

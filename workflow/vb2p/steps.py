@@ -281,14 +281,18 @@ def response_table(stores: list[Path], out_path: Path) -> None:
     build_response_table([Path(store) for store in stores], Path(out_path))
 
 
-def platform_figures(table_path: Path, tables: dict[str, Path], figure_paths: dict[str, Path]) -> None:
-    """The platform paper's population figures and the numbers behind them."""
+def platform_figures(table_path: Path, section: dict, tables: dict[str, Path], figure_paths: dict[str, Path]) -> None:
+    """The platform paper's population figures and the numbers behind them, over the experiments the config's
+    `platform` section (schema defaults: Allen's sessions) selects."""
     from vb2p import figures, index, platform
 
     table, timestamps = platform.read_response_table(table_path)
+    table = platform.platform_experiments(table, section["sessions"], section["containers_with_all_experience_levels"])
+    log.info("platform figures: %d experiments of %d containers (platform: %s)", table.ophys_experiment_id.nunique(),
+             table.ophys_container_id.nunique(), section)
     population = pd.concat([platform.population_traces(table, timestamps, event_type)
                             for event_type in ("changes", "omissions")], ignore_index=True)
-    fractions = platform.responsive_fractions(table)
+    fractions = platform.responsive_fractions(table, section["responsive_threshold"])
     outputs = {"population_responses": population, "responsive_fractions": fractions}
     for name, path in tables.items():
         index.write_table(outputs[name], path)
