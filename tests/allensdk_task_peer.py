@@ -99,7 +99,8 @@ def read(nwb: str, npz: str) -> dict:
     result["task_parameters"] = typed_json(experiment.task_parameters)
     result["cell_specimen_ids"] = value_json(experiment.get_cell_specimen_ids())
     matched = [value_json(i) for i in experiment.get_cell_specimen_ids()[::-1] if not np.isnan(i)]
-    result["cell_specimen_indices"] = {"ids": matched, "rows": value_json(experiment.get_cell_specimen_indices(matched))}
+    rows = experiment.get_cell_specimen_indices(matched)
+    result["cell_specimen_indices"] = {"ids": matched, "rows": value_json(rows)}
     result["roi_masks"] = table_json(experiment.roi_masks.drop(columns="roi_mask"))
     result["array_types"] = {name: str(getattr(experiment, name).dtype) for name in
                              ("ophys_timestamps", "stimulus_timestamps")}

@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import pickle
 import shutil
 import subprocess
 import uuid
@@ -25,7 +26,7 @@ from conftest import DATA, REPO
 
 from vb2p import layout, task
 from vb2p.errors import NwbError
-from vb2p.experiment import open_experiment
+from vb2p.experiment import image_set, open_experiment
 from vb2p.extract import ExtractionOptions, extract_experiment, extract_session_task
 from vb2p.performance import change_outcomes, is_passive, performance_metrics, rolling_performance
 from vb2p.responses import get_stimulus_response_xr
@@ -203,19 +204,25 @@ def test_performance_equals_allensdk(experiment):
 
 
 def test_edits_to_what_an_experiment_hands_out_never_reach_it(task_store, eye_nwb):
-    """Analysis code edits the tables it gets (a column replaced, values set in place): the next access, and what
-    vb2p computes from the experiment, are as before. Arrays inside tables are shared and refuse in-place edits."""
-    experiment = open_experiment(task_store(eye_nwb)[0])
+    """Analysis code edits the tables it gets (a value set in place, a column replaced, rows dropped): the next
+    access, and what vb2p computes from the experiment, are what a fresh experiment gives. Arrays inside tables are
+    shared and refuse in-place edits, also after a pickle round trip."""
+    store = task_store(eye_nwb)[0]
+    experiment, fresh = open_experiment(store), open_experiment(store)
     tables = ("stimulus_presentations", "trials", "running_speed", "raw_running_speed", "licks", "rewards",
               "eye_tracking", "dff_traces", "events", "cell_specimen_table", "roi_masks")
-    before = {name: getattr(experiment, name) for name in tables}
     metrics = experiment.get_performance_metrics()
     responses = get_stimulus_response_xr(experiment, "dff", "changes")
+    edited_in_place = []
     for name in tables:
         edited = getattr(experiment, name)
+        floats = [k for k, dtype in enumerate(edited.dtypes) if dtype == np.float64]
+        if floats and len(edited):
+            edited.iloc[0, floats[0]] = -12345.0
+            edited_in_place.append(name)
         edited[edited.columns[0]] = 0
-        edited.iloc[0, -1] = None
         edited.drop(edited.index[:2], inplace=True)
+    assert {"stimulus_presentations", "trials", "running_speed", "eye_tracking", "events"} <= set(edited_in_place)
     for name in ("ophys_timestamps", "stimulus_timestamps"):
         times = getattr(experiment, name)
         times -= times[0]
@@ -223,19 +230,29 @@ def test_edits_to_what_an_experiment_hands_out_never_reach_it(task_store, eye_nw
     experiment.task_parameters["response_window_sec"][0] = 5.0
     experiment.max_projection.data[:] = 0
     for name in tables:
-        pd.testing.assert_frame_equal(getattr(experiment, name), before[name], obj=name)
-    assert experiment.ophys_timestamps[0] > 0 and experiment.stimulus_timestamps[0] > 0
-    assert experiment.metadata["imaging_depth"] > 0 and experiment.task_parameters["response_window_sec"][0] == 0.15
-    assert experiment.max_projection.data.any()
+        pd.testing.assert_frame_equal(getattr(experiment, name), getattr(fresh, name), obj=name)
+    for name in ("ophys_timestamps", "stimulus_timestamps"):
+        np.testing.assert_array_equal(getattr(experiment, name), getattr(fresh, name))
+    assert experiment.metadata == fresh.metadata and experiment.task_parameters == fresh.task_parameters
+    assert experiment.max_projection == fresh.max_projection
     assert experiment.get_performance_metrics() == metrics
     xr.testing.assert_identical(get_stimulus_response_xr(experiment, "dff", "changes"), responses)
-    for table, column in (("dff_traces", "dff"), ("events", "events"), ("cell_specimen_table", "roi_mask"),
-                          ("trials", "lick_times")):
-        cell = next(value for value in getattr(experiment, table)[column] if len(value))
-        with pytest.raises(ValueError, match="read-only"):
-            cell[0] = 1
-        # what a copy is for
-        np.array(cell)[0] = 1
+    for opened in (experiment, pickle.loads(pickle.dumps(experiment))):
+        for table, column in (("dff_traces", "dff"), ("events", "events"), ("cell_specimen_table", "roi_mask"),
+                              ("trials", "lick_times")):
+            cell = next(value for value in getattr(opened, table)[column] if len(value))
+            with pytest.raises(ValueError, match="read-only"):
+                cell[0] = 1
+
+
+def test_image_set_is_allensdks_for_every_real_session_type():
+    """AllenSDK's parse_stimulus_set on the release's session types (tests/data/real_metadata), and None where it
+    raises."""
+    session_types = pd.read_csv(DATA / "real_metadata/ophys_session_table.csv").session_type.unique()
+    assert {image_set(session_type) for session_type in session_types} == {"images_A", "images_B", "images_G",
+                                                                           "images_H"}
+    assert image_set("OPHYS_5_images_B_passive") == "images_B" and image_set("TRAINING_1_gratings") == "gratings"
+    assert image_set("OPHYS_1") is None and image_set("OPHYS_1_movies") is None
 
 
 def test_changes_by_outcome_count_as_the_performance_metrics(experiment):
@@ -470,8 +487,8 @@ def test_a_file_that_states_no_ids_or_a_session_task_without_its_record_fails(tm
 
 @pytest.mark.parametrize(("dataset", "label"), [
     (f"{task.NWB_RUNNING}/speed/data", "data"), (f"{task.NWB_LICKS}/data", "data"),
-    (f"{task.NWB_REWARDS}/volume/data", "volume"), (f"{task.NWB_EYE_TRACKING}/pupil_tracking/width", "pupil_tracking/width"),
-    (f"{task.NWB_EVENTS}/lambdas", "lambdas"),
+    (f"{task.NWB_REWARDS}/volume/data", "volume"),
+    (f"{task.NWB_EYE_TRACKING}/pupil_tracking/width", "pupil_tracking/width"), (f"{task.NWB_EVENTS}/lambdas", "lambdas"),
 ])
 def test_datasets_of_the_same_samples_differing_in_length_fail_naming_them(tmp_path, eye_nwb, dataset, label):
     nwb = tmp_path / "shorter.nwb"
@@ -555,7 +572,8 @@ def test_start_times_not_increasing_name_experiment_and_table(intervals):
         start[...] = values
     with h5py.File(intervals, "r") as f, pytest.raises(NwbError) as error:
         task.trials(f, WHERE)
-    assert all(text in str(error.value) for text in (WHERE, task.NWB_TRIALS, "start_time is not increasing", "at row 4"))
+    expected = (WHERE, task.NWB_TRIALS, "start_time is not increasing", "at row 4")
+    assert all(text in str(error.value) for text in expected)
     with h5py.File(intervals, "r+") as f:
         values[[3, 4]] = values[[4, 3]]
         values[0] = np.nan

@@ -7,13 +7,14 @@ Attributes have AllenSDK's names, index, columns, dtypes and encodings (valid RO
 ROIs not matched across sessions, where the store keeps -1), and each is read from the store on first use.
 `traces` is the fast path for analysis code: arrays straight from Zarr, no per-cell Python objects.
 
-Values equal AllenSDK's, except dF/F and events of a float32 store (the default), which are AllenSDK's values
-rounded to float32 (vb2p.extract, vb2p.task).
+Values equal AllenSDK's, except dF/F of a float32 store (the default: extraction.dff_dtype), which is AllenSDK's
+values rounded to float32 (vb2p.extract); events are the release's float64 (vb2p.task).
 
 Every access hands out a new table, array, image or dict, so editing one never changes what the experiment hands out
 later, nor what vb2p computes from it (AllenSDK shares some of its attributes between accesses and builds others
 anew). The arrays inside tables (a cell's trace or mask, a trial's lick times) are shared and read-only: copying a
-plane's dF/F on every access would be hundreds of MB; copy one before editing it in place.
+plane's dF/F on every access would be hundreds of MB; copy one before editing it in place. A copy of a large table
+costs its size (eye tracking: 48 MB, ~12 ms): assign an attribute once rather than reading it in a loop.
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ def _stored_table(name: str, doc: str) -> read_once:
     return read_once(read)
 
 
+def image_set(session_type: str) -> str | None:
+    """AllenSDK's image set of a session type (parse_stimulus_set): OPHYS_1_images_A -> images_A,
+    TRAINING_1_gratings -> gratings; None when it names neither."""
+    parts = session_type.split("_")
+    if parts[2:3] == ["images"] and len(parts) > 3:
+        return f"images_{parts[3]}"
+    return "gratings" if parts[2:3] == ["gratings"] else None
+
+
 def open_experiment(path: str | Path) -> Experiment:
     """The experiment in a store written by vb2p.extract (results/zarr/<ophys_experiment_id>.zarr)."""
     return Experiment(path)
@@ -123,6 +133,13 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment({str(self.path)!r})"
+
+    def __getstate__(self) -> dict:
+        """Only the path: what was read is read again after unpickling (it would come back writable and shared)."""
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
 
     @cached_property
     def _attrs(self) -> dict:
@@ -257,7 +274,7 @@ class Experiment:
     def get_cell_specimen_ids(self) -> np.ndarray:
         """The cell table's index (AllenSDK's legacy method; it raises when no cell is matched across sessions)."""
         ids = self._specimen_index(self._cells("dff")).to_numpy()
-        if len(ids) and np.isnan(ids.astype(float)).all():
+        if np.isnan(ids.astype(float)).sum() == len(ids):  # as AllenSDK: none matched, or no cell at all
             raise ValueError(f"cell_specimen_id values not assigned for {self.ophys_experiment_id}")
         return ids
 
@@ -340,8 +357,10 @@ class Experiment:
         image_set, read from the session type as AllenSDK reads it ('images_A', 'gratings'), keys in order."""
         self._require_task()
         parameters = copy.deepcopy(self._attrs["task_parameters"])
-        parts = parameters["session_type"].split("_")  # OPHYS_1_images_A, TRAINING_1_gratings
-        parameters["image_set"] = "_".join(parts[2:4]) if parts[2:3] == ["images"] else "_".join(parts[2:3])
+        parameters["image_set"] = image_set(parameters["session_type"])
+        if parameters["image_set"] is None:
+            raise NwbError(f"experiment {self.ophys_experiment_id}: session_type {parameters['session_type']!r} names"
+                           " no image set or gratings (AllenSDK cannot read it either)")
         return dict(sorted(parameters.items()))
 
     @property

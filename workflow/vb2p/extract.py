@@ -160,10 +160,10 @@ def check_ids(stated: dict, expected: dict, where: str) -> None:
     for key, value in expected.items():
         if key not in stated:
             raise NwbError(f"{where}: {layout.NWB_METADATA} states no {key}, so the file cannot be told to be of"
-                           f" {key} {value}; release files state it (allen-release-layout.md, section 5): download"
-                           " the file again")
+                           f" {key} {value}; every file of the release states it: download the file again")
         if int(_scalar(stated[key])) != int(value):
-            raise NwbError(f"{where}: the file says its {key} is {_scalar(stated[key])}, not {value}")
+            raise NwbError(f"{where}: the file says its {key} is {_scalar(stated[key])}, not {value}: the file at this"
+                           " path is another's; download it again")
 
 
 @contextlib.contextmanager

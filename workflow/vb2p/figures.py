@@ -238,7 +238,7 @@ def plot_behavior_session(session_id: int, behavior: dict):
                        ha="center", va="center", transform=rate_axis.transAxes, color="#888888")
         rate_axis.set_yticks([])
         return figure
-    trials = behavior["trials"].dropna(subset=["hit_rate"])  # aborted trials have no rates
+    trials = behavior["trials"][~behavior["trials"]["aborted"].to_numpy(dtype=bool)]  # aborted trials have no rates
     rate_axis.plot(trials.start_time, trials.hit_rate, color="#1b9e77", linewidth=1.2, label="hit rate")
     rate_axis.plot(trials.start_time, trials.false_alarm_rate, color="#a6761d", linewidth=1.2,
                    label="false alarm rate")
