@@ -674,6 +674,31 @@ def test_allens_sessions_on_the_real_release_are_one_of_each_level_per_container
     assert (kept_familiar == last[kept_familiar.index]).all()
 
 
+def test_platform_figures_of_a_selection_without_allens_sessions_say_so(reference_store, tmp_path, caplog):
+    """One Familiar experiment: Allen's sessions keep none of it; every output is still written, the figures and
+    the log say why, and with every session the figures are drawn."""
+    from vb2p import steps
+    from vb2p.platform import FRACTION_COLUMNS, POPULATION_COLUMNS
+
+    store, _ = reference_store
+    build_response_table([store], tmp_path / "t.parquet")
+    assert set(pd.read_parquet(tmp_path / "t.parquet").experience_level) == {"Familiar"}
+    tables = {name: tmp_path / f"{name}.csv" for name in ("population_responses", "responsive_fractions")}
+    figures = {name: tmp_path / f"{name}.png" for name in ("change_responses", "omission_responses",
+                                                           "responsive_fractions")}
+    section = {"sessions": "last_familiar_second_novel_active", "containers_with_all_experience_levels": True,
+               "responsive_threshold": 0.1}
+    with caplog.at_level(logging.WARNING, logger="vb2p"):
+        steps.platform_figures(tmp_path / "t.parquet", section, tables, figures)
+    assert any("No selected experiment is in the platform figures' sessions" in r.message for r in caplog.records)
+    assert list(pd.read_csv(tables["population_responses"]).columns) == POPULATION_COLUMNS
+    assert pd.read_csv(tables["responsive_fractions"]).empty and all(path.stat().st_size for path in figures.values())
+    steps.platform_figures(tmp_path / "t.parquet", {**section, "sessions": "all",
+                                                    "containers_with_all_experience_levels": False}, tables, figures)
+    fractions = pd.read_csv(tables["responsive_fractions"])
+    assert list(fractions.columns) == FRACTION_COLUMNS and fractions.n_cells.sum() > 0
+
+
 def test_responsive_cells_on_the_reference_finds_the_omission_cells(reference_store, tmp_path):
     store, _ = reference_store
     build_response_table([store], tmp_path / "t.parquet")

@@ -18,6 +18,9 @@ EXPERIENCE_LEVELS = ("Familiar", "Novel 1", "Novel >1")
 GROUP = ["cre_line", "experience_level"]
 CELL = ["ophys_experiment_id", "cell_roi_id"]
 EXPERIMENT_COLUMNS = ["ophys_experiment_id", "ophys_container_id", "experience_level", "passive", "date_of_acquisition"]
+# The columns of results/platform/population_responses.csv and responsive_fractions.csv.
+POPULATION_COLUMNS = [*GROUP, "event_type", "time", "mean", "sem", "n_cells", "n_experiments"]
+FRACTION_COLUMNS = [*GROUP, "n_cells", "n_responsive", "fraction_responsive", "event_type"]
 
 
 def last_familiar_second_novel_active(experiments: pd.DataFrame) -> np.ndarray:
@@ -100,7 +103,7 @@ def population_traces(table: pd.DataFrame, timestamps: np.ndarray, event_type: s
         rows.append(pd.DataFrame({"cre_line": cre_line, "experience_level": experience, "event_type": event_type,
                                   "time": timestamps, "mean": traces.mean(axis=0), "sem": sem,
                                   "n_cells": len(traces), "n_experiments": group["ophys_experiment_id"].nunique()}))
-    return pd.concat(rows, ignore_index=True)
+    return pd.concat(rows, ignore_index=True)[POPULATION_COLUMNS]
 
 
 def responsive_fractions(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -109,4 +112,4 @@ def responsive_fractions(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
         [responsive_cells(table, GROUP, event_type=event_type, threshold=threshold).assign(event_type=event_type)
          for event_type in ("changes", "omissions") if (table.event_type == event_type).any()],
         ignore_index=True,
-    )
+    )[FRACTION_COLUMNS]

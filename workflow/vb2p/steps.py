@@ -290,19 +290,27 @@ def platform_figures(table_path: Path, section: dict, tables: dict[str, Path], f
     table = platform.platform_experiments(table, section["sessions"], section["containers_with_all_experience_levels"])
     log.info("platform figures: %d experiments of %d containers (platform: %s)", table.ophys_experiment_id.nunique(),
              table.ophys_container_id.nunique(), section)
-    population = pd.concat([platform.population_traces(table, timestamps, event_type)
-                            for event_type in ("changes", "omissions")], ignore_index=True)
-    fractions = platform.responsive_fractions(table, section["responsive_threshold"])
-    outputs = {"population_responses": population, "responsive_fractions": fractions}
+    if table.empty:
+        why = ("No selected experiment is in the platform figures' sessions (config key platform): select whole\n"
+               "containers, or set platform.sessions: all and platform.containers_with_all_experience_levels: false")
+        log.warning(why.replace("\n", " "))
+        outputs = {"population_responses": pd.DataFrame(columns=platform.POPULATION_COLUMNS),
+                   "responsive_fractions": pd.DataFrame(columns=platform.FRACTION_COLUMNS)}
+        plots = {name: lambda: figures.plot_note(why) for name in figure_paths}
+    else:
+        population = pd.concat([platform.population_traces(table, timestamps, event_type)
+                                for event_type in ("changes", "omissions")], ignore_index=True)
+        outputs = {"population_responses": population,
+                   "responsive_fractions": platform.responsive_fractions(table, section["responsive_threshold"])}
+        plots = {
+            "change_responses": lambda: figures.plot_population_responses(
+                population[population.event_type == "changes"], "changes"),
+            "omission_responses": lambda: figures.plot_population_responses(
+                population[population.event_type == "omissions"], "omissions"),
+            "responsive_fractions": lambda: figures.plot_responsive_fractions(outputs["responsive_fractions"]),
+        }
     for name, path in tables.items():
         index.write_table(outputs[name], path)
-    plots = {
-        "change_responses": lambda: figures.plot_population_responses(population[population.event_type == "changes"],
-                                                                      "changes"),
-        "omission_responses": lambda: figures.plot_population_responses(
-            population[population.event_type == "omissions"], "omissions"),
-        "responsive_fractions": lambda: figures.plot_responsive_fractions(fractions),
-    }
     for name, path in figure_paths.items():
         figures.save_png(plots[name](), path)
 
