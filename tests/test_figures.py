@@ -334,6 +334,20 @@ def test_the_demo_responses_recover_who_responds_to_what(demo_run):
         assert fractions["changes"][name] <= 0.2 and fractions["omissions"][name] <= 0.2
 
 
+def test_a_note_figure_holds_its_whole_text():
+    """The figure written where there is nothing to draw: every line of its text inside the figure."""
+    from vb2p.figures import plot_note
+
+    text = ("No selected experiment is in the platform figures' sessions (config key platform): select whole"
+            " containers, or set platform.sessions: all and platform.containers_with_all_experience_levels: false")
+    figure = plot_note(text)
+    renderer = figure.canvas.get_renderer()
+    (shown,) = figure.texts
+    assert shown.get_text().split() == text.split()
+    assert figure.bbox.contains(*shown.get_window_extent(renderer).min)
+    assert figure.bbox.contains(*shown.get_window_extent(renderer).max)
+
+
 def test_the_platform_figures_count_one_session_per_experience_level_of_each_container(demo_run):
     """config/demo.yaml keeps Allen's sessions (the last active Familiar session, Novel 1, the first active session
     after it) and every container: a panel's planes are the containers that have its session."""

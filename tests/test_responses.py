@@ -88,7 +88,8 @@ def reference():
 
 def reference_metadata() -> dict:
     metadata = {key: EXPECTED["experiment"]["metadata"].get(key) for key in METADATA_COLUMNS}
-    return {**metadata, "session_number": 1, "experience_level": "Familiar", "prior_exposures_to_image_set": 5}
+    return {**metadata, "session_number": 1, "experience_level": "Familiar", "prior_exposures_to_image_set": 5,
+            "passive": False}  # what the selection adds to the file's metadata
 
 
 # --- equal to bou ---------------------------------------------------------------------------------------------
@@ -643,15 +644,21 @@ def test_the_platform_figures_use_allens_sessions_and_containers():
         _sessions(2, (familiar, False), (later, False)),
         # only a passive familiar session before Novel 1: no Familiar
         _sessions(3, (familiar, True), (novel, False), (later, False)),
+        # two Novel 1 sessions: counted from the first, whose next active session is no Novel >1
+        _sessions(4, (familiar, False), (novel, False), (novel, False), (later, False)),
     ]).sample(frac=1, random_state=0)
     kept = set(table.ophys_experiment_id[last_familiar_second_novel_active(table)])
-    assert kept == {12, 13, 15, 31, 32}
+    assert kept == {12, 13, 15, 31, 32, 40, 41, 42}
     chosen = platform_experiments(table, "last_familiar_second_novel_active", True)
     assert set(chosen.ophys_experiment_id) == {12, 13, 15}
-    assert set(platform_experiments(table, "all", True).ophys_container_id) == {1, 3}
+    assert set(platform_experiments(table, "all", True).ophys_container_id) == {1, 3, 4}
     assert len(platform_experiments(table, "all", False)) == len(table)
-    with pytest.raises(TableError, match="no column passive.*build it again"):
+    with pytest.raises(TableError, match="no column passive.*forcerun stimulus_responses"):
         platform_experiments(table.drop(columns="passive"), "all", False)
+    # stores written before passive and date_of_acquisition were kept give a table without them
+    unknown = table.assign(passive=table.passive.astype(object).where(table.ophys_container_id != 3, None))
+    with pytest.raises(TableError, match="no passive or date_of_acquisition for experiments 3.*forcerun"):
+        platform_experiments(unknown, "last_familiar_second_novel_active", False)
 
 
 def test_allens_sessions_on_the_real_release_are_one_of_each_level_per_container():

@@ -7,6 +7,7 @@ matplotlib Figure; `save_png` writes it the same way every time.
 from __future__ import annotations
 
 import colorsys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -194,9 +195,11 @@ def plot_session_population(session_id: int, traces: pd.DataFrame, window: tuple
 
 
 def plot_note(text: str):
-    """A figure that says why there is nothing to draw (a session without a task), so every output exists."""
-    figure = new_figure(6.0, 1.5)
-    figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
+    """A figure that says why there is nothing to draw (a session without a task), so every output exists; the text
+    wrapped to the figure's width."""
+    lines = textwrap.wrap(text, width=80)
+    figure = new_figure(7.0, 0.6 + 0.22 * len(lines))
+    figure.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=10)
     return figure
 
 
@@ -318,12 +321,12 @@ def plot_responsive_fractions(fractions: pd.DataFrame):
                 value = rows[(rows.cre_line == cre_line) & (rows.experience_level == experience)].fraction_responsive
                 if len(value):
                     x, n_cells = i + (k - 1) * width, int(rows.loc[value.index[0], "n_cells"])
-                    axis.bar(x, float(value.iloc[0]), width=width * 0.95, color=CRE_COLOURS[cre_line], alpha=shade,
-                             label=experience if i == 0 else None)
+                    axis.bar(x, float(value.iloc[0]), width=width * 0.95, color=CRE_COLOURS[cre_line], alpha=shade)
                     axis.text(x, float(value.iloc[0]) + 0.01, str(n_cells), ha="center", va="bottom", fontsize=7)
         axis.set_xticks(range(len(CRE_LINES)), [line.split("-")[0] for line in CRE_LINES])
         axis.set_title(f"{event_type}")
         axis.set_ylim(0, 1)
     axes[0].set_ylabel("fraction responsive (n: cells)")
-    axes[-1].legend(frameon=False, loc="upper right", title="experience (light: later)")
+    levels = [Patch(color="#555555", alpha=shade, label=level) for level, shade in zip(EXPERIENCE_LEVELS, shades)]
+    axes[-1].legend(handles=levels, frameon=False, loc="upper right", title="experience (light: later)")
     return figure

@@ -27,12 +27,13 @@ def last_familiar_second_novel_active(experiments: pd.DataFrame) -> np.ndarray:
     """Which experiments Allen's platform-paper figures keep (visual_behavior_analysis's
     limit_to_last_familiar_second_novel_active): in each container, sessions in order of acquisition, a Familiar
     experiment only if it is the last active session before the first Novel 1 session, a Novel >1 experiment only if
-    it is the first active session after it (none of either in a container without Novel 1); Novel 1 is kept."""
+    it is the first active session after it (none of either in a container without Novel 1); Novel 1 is kept.
+    Sessions acquired at the same time are taken in order of ophys_experiment_id."""
     level = experiments["experience_level"].to_numpy()
-    active = ~experiments["passive"].to_numpy(dtype=bool)
+    active = experiments["passive"].eq(False).to_numpy()
     keep = ~np.isin(level, ("Familiar", "Novel >1"))
     acquired = pd.to_datetime(experiments["date_of_acquisition"], utc=True, format="ISO8601").to_numpy()
-    order = np.argsort(acquired, kind="stable")
+    order = np.lexsort((experiments["ophys_experiment_id"].to_numpy(), acquired))
     for rows in pd.Series(order).groupby(experiments["ophys_container_id"].to_numpy()[order], sort=False):
         rows = rows[1].to_numpy()  # the container's experiments, in order of acquisition
         novel = np.flatnonzero(level[rows] == "Novel 1")
@@ -53,8 +54,14 @@ def platform_experiments(table: pd.DataFrame, sessions: str,
     missing = [column for column in EXPERIMENT_COLUMNS if column not in table]
     if missing:
         raise TableError(f"the responses table has no column {', '.join(missing)}; it was built by an earlier version:"
-                         " build it again (rule response_table)")
+                         " write its response stores and it again (snakemake --forcerun stimulus_responses)")
     experiments = table[EXPERIMENT_COLUMNS].drop_duplicates("ophys_experiment_id").reset_index(drop=True)
+    unknown = experiments[experiments[["passive", "date_of_acquisition"]].isna().any(axis=1)].ophys_experiment_id
+    if len(unknown):
+        raise TableError(f"the responses table has no passive or date_of_acquisition for experiments"
+                         f" {', '.join(map(str, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}: their response"
+                         " stores were written by an earlier version; write them again (snakemake --forcerun"
+                         " stimulus_responses), then the table")
     if sessions == "last_familiar_second_novel_active":
         experiments = experiments[last_familiar_second_novel_active(experiments)]
     elif sessions != "all":

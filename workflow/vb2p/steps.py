@@ -291,9 +291,9 @@ def platform_figures(table_path: Path, section: dict, tables: dict[str, Path], f
     log.info("platform figures: %d experiments of %d containers (platform: %s)", table.ophys_experiment_id.nunique(),
              table.ophys_container_id.nunique(), section)
     if table.empty:
-        why = ("No selected experiment is in the platform figures' sessions (config key platform): select whole\n"
-               "containers, or set platform.sessions: all and platform.containers_with_all_experience_levels: false")
-        log.warning(why.replace("\n", " "))
+        why = ("No selected experiment is in the platform figures' sessions (config key platform): select whole"
+               " containers, or set platform.sessions: all and platform.containers_with_all_experience_levels: false")
+        log.warning(why)
         outputs = {"population_responses": pd.DataFrame(columns=platform.POPULATION_COLUMNS),
                    "responsive_fractions": pd.DataFrame(columns=platform.FRACTION_COLUMNS)}
         plots = {name: lambda: figures.plot_note(why) for name in figure_paths}
