@@ -685,11 +685,13 @@ def test_platform_figures_of_a_selection_without_allens_sessions_say_so(referenc
     """One Familiar experiment: Allen's sessions keep none of it; every output is still written, the figures and
     the log say why, and with every session the figures are drawn."""
     from vb2p import steps
-    from vb2p.platform import FRACTION_COLUMNS, POPULATION_COLUMNS
+    from vb2p.platform import FRACTION_COLUMNS, POPULATION_COLUMNS, read_response_table
 
     store, _ = reference_store
     build_response_table([store], tmp_path / "t.parquet")
     assert set(pd.read_parquet(tmp_path / "t.parquet").experience_level) == {"Familiar"}
+    rows, _ = read_response_table(tmp_path / "t.parquet", event_types=("changes", "omissions"))
+    assert set(rows.event_type) == {"changes", "omissions"} and set(rows.data_type) == {"dff"}
     tables = {name: tmp_path / f"{name}.csv" for name in ("population_responses", "responsive_fractions")}
     figures = {name: tmp_path / f"{name}.png" for name in ("change_responses", "omission_responses",
                                                            "responsive_fractions")}

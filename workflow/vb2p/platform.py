@@ -16,6 +16,7 @@ from vb2p.responses import responsive_cells
 CRE_LINES = ("Slc17a7-IRES2-Cre", "Sst-IRES-Cre", "Vip-IRES-Cre")
 EXPERIENCE_LEVELS = ("Familiar", "Novel 1", "Novel >1")
 GROUP = ["cre_line", "experience_level"]
+EVENT_TYPES = ("changes", "omissions")  # of the figures (the table's image rows are not needed)
 CELL = ["ophys_experiment_id", "cell_roi_id"]
 EXPERIMENT_COLUMNS = ["ophys_experiment_id", "ophys_container_id", "experience_level", "passive", "date_of_acquisition"]
 # The columns of results/platform/population_responses.csv and responsive_fractions.csv.
@@ -73,14 +74,16 @@ def platform_experiments(table: pd.DataFrame, sessions: str,
     return table[table["ophys_experiment_id"].isin(experiments["ophys_experiment_id"])]
 
 
-def read_response_table(path, data_type: str = "dff") -> tuple[pd.DataFrame, np.ndarray]:
-    """The table's rows of one data type, and the time base of their mean traces (in the file's metadata)."""
+def read_response_table(path, data_type: str = "dff",
+                        event_types: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The table's rows of one data type (and of the given event types only, when given: the rows of a release are
+    millions, each with its mean trace), and the time base of their mean traces (in the file's metadata)."""
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
     timestamps = np.asarray(json.loads(parquet.schema_arrow.metadata[b"eventlocked_timestamps"]), dtype=np.float64)
-    table = pd.read_parquet(path, filters=[("data_type", "==", data_type)])
-    return table, timestamps
+    filters = [("data_type", "==", data_type)] + ([("event_type", "in", list(event_types))] if event_types else [])
+    return pd.read_parquet(path, filters=filters), timestamps
 
 
 def cell_traces(table: pd.DataFrame, event_type: str) -> pd.DataFrame:
@@ -117,6 +120,6 @@ def responsive_fractions(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Fraction of responsive cells per cre line x experience level, for changes and for omissions."""
     return pd.concat(
         [responsive_cells(table, GROUP, event_type=event_type, threshold=threshold).assign(event_type=event_type)
-         for event_type in ("changes", "omissions") if (table.event_type == event_type).any()],
+         for event_type in EVENT_TYPES if (table.event_type == event_type).any()],
         ignore_index=True,
     )[FRACTION_COLUMNS]

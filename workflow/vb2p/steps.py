@@ -286,7 +286,7 @@ def platform_figures(table_path: Path, section: dict, tables: dict[str, Path], f
     `platform` section (schema defaults: Allen's sessions) selects."""
     from vb2p import figures, index, platform
 
-    table, timestamps = platform.read_response_table(table_path)
+    table, timestamps = platform.read_response_table(table_path, event_types=platform.EVENT_TYPES)
     table = platform.platform_experiments(table, section["sessions"], section["containers_with_all_experience_levels"])
     log.info("platform figures: %d experiments of %d containers (platform: %s)", table.ophys_experiment_id.nunique(),
              table.ophys_container_id.nunique(), section)
@@ -299,7 +299,7 @@ def platform_figures(table_path: Path, section: dict, tables: dict[str, Path], f
         plots = {name: lambda: figures.plot_note(why) for name in figure_paths}
     else:
         population = pd.concat([platform.population_traces(table, timestamps, event_type)
-                                for event_type in ("changes", "omissions")], ignore_index=True)
+                                for event_type in platform.EVENT_TYPES], ignore_index=True)
         outputs = {"population_responses": population,
                    "responsive_fractions": platform.responsive_fractions(table, section["responsive_threshold"])}
         plots = {
