@@ -26,10 +26,11 @@ from vb2p import steps
 out = Path(sys.argv[3])
 section = {"sessions": sys.argv[2], "containers_with_all_experience_levels": False, "responsive_threshold": 0.1}
 start = time.perf_counter()
-steps.platform_figures(Path(sys.argv[1]), section,
-                       {n: out / f"{n}.csv" for n in ("population_responses", "responsive_fractions")},
-                       {n: out / f"{n}.png" for n in ("change_responses", "omission_responses", "responsive_fractions")})
-print(f"{time.perf_counter() - start:.1f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+tables, figures = steps.platform_outputs()
+steps.platform_figures(Path(sys.argv[1]), section, {n: out / p.name for n, p in tables.items()},
+                       {n: out / p.name for n, p in figures.items()})
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+print(f"{time.perf_counter() - start:.1f} s, peak RSS {peak:.2f} GiB")
 """
 
 
