@@ -35,8 +35,8 @@ def last_familiar_second_novel_active(experiments: pd.DataFrame) -> np.ndarray:
     keep = ~np.isin(level, ("Familiar", "Novel >1"))
     acquired = pd.to_datetime(experiments["date_of_acquisition"], utc=True, format="ISO8601").to_numpy()
     order = np.lexsort((experiments["ophys_experiment_id"].to_numpy(), acquired))
-    for rows in pd.Series(order).groupby(experiments["ophys_container_id"].to_numpy()[order], sort=False):
-        rows = rows[1].to_numpy()  # the container's experiments, in order of acquisition
+    for _, container in pd.Series(order).groupby(experiments["ophys_container_id"].to_numpy()[order], sort=False):
+        rows = container.to_numpy()  # the container's experiments, in order of acquisition
         novel = np.flatnonzero(level[rows] == "Novel 1")
         if not len(novel):
             continue
