@@ -6,6 +6,7 @@ Runs in the AllenSDK venv; prints a line per experiment file and event type. Usa
     .venv-allensdk/bin/python bench/p_values.py NWB [NWB ...]
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def significant(dataset) -> float:
     return float((dataset.p_value_gray_screen < SIGNIFICANT_P).mean())
 
 
-for nwb in sys.argv[1:]:
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("nwb", nargs="+", type=Path, help="experiment NWB files (e.g. the demo's, after make run)")
+for nwb in parser.parse_args().nwb:
     view = roi_keyed_view(BehaviorOphysExperiment.from_nwb_path(nwb))
     for event_type in ("changes", "omissions"):
         ours = responses.get_stimulus_response_xr(view, "dff", event_type, **REFERENCE_CALL)

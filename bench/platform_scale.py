@@ -49,7 +49,7 @@ def release_sized(source: Path, out: Path, target_rois: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, default=REPO / "results/responses/cell_responses.parquet")
     parser.add_argument("--rois", type=int, default=133_066)
     args = parser.parse_args()

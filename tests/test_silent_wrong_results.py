@@ -283,11 +283,14 @@ def test_the_whole_release_is_refused_until_allowed_deliberately(tmp_path):
     with pytest.raises(SelectionError) as error:
         steps.select(selection, 100, record, tmp_path / "selected.csv")
     message = str(error.value)
-    assert "1941 experiments" in message and "GB" in message and " h at " in message
+    assert "1941 experiments" in message and "about 822 GB" in message and "about 2.3 h at 100 MB/s" in message
     assert "download.max_selection_gb (100)" in message
     assert not (tmp_path / "selected.csv").exists()
     assert len(steps.select(selection, None, record, tmp_path / "selected.csv")) == 1941
     assert validate_config({})["download"]["max_selection_gb"] == 100
+    one_container = {**selection, "filters": {"ophys_container_id": 791352433}}
+    with pytest.raises(SelectionError, match=r"about 6 GB .* about 1 min at 100 MB/s"):  # not "0.0 h"
+        steps.select(one_container, 1, record, tmp_path / "selected.csv")
 
 
 def test_the_readme_first_look_at_the_real_release_is_small(tmp_path):

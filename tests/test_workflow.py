@@ -142,7 +142,7 @@ def test_every_step_by_hand_gives_what_the_workflow_gives(tmp_path, demo_root):
         result = subprocess.run([sys.executable, "-m", "vb2p", *args], cwd=by_hand, capture_output=True, text=True,
                                 env={**__import__("os").environ, "PYTHONPATH": str(REPO / "workflow")})
         assert result.returncode == 0, (args, result.stderr[-2000:])
-        return result.stdout
+        return result.stdout + result.stderr  # the steps log to stderr
 
     mine = ["--config", "mine.yaml"]
     vb2p("sync", *mine)
@@ -155,7 +155,7 @@ def test_every_step_by_hand_gives_what_the_workflow_gives(tmp_path, demo_root):
         assert "nothing to do" in vb2p("session-task", *mine, "--session", str(session_id))
     for experiment_id in selected.ophys_experiment_id:
         vb2p("extract", *mine, "--experiment", str(experiment_id))
-    vb2p("index", *mine)
+    vb2p("index")
     for container_id in selected.ophys_container_id.unique():
         vb2p("alignment", *mine, "--container", str(container_id))
     for session_id in selected.ophys_session_id.unique():
@@ -165,9 +165,40 @@ def test_every_step_by_hand_gives_what_the_workflow_gives(tmp_path, demo_root):
     for experiment_id in selected.ophys_experiment_id:
         vb2p("responses", *mine, "--experiment", str(experiment_id))
     vb2p("response-table")
-    vb2p("platform")
+    vb2p("platform", *mine)
     vb2p("cell-counts", *mine)
     tables = sorted(p.relative_to(workflow) for p in (workflow / "results").rglob("*.csv"))
     assert len(tables) > 15
     for relative in tables:
         assert (by_hand / relative).read_bytes() == (workflow / relative).read_bytes(), relative
+    # Downloading again finds the file in the cache: nothing moved, and the index says how many such files it saw
+    assert "files already in the cache: 0)" in vb2p("index")
+    vb2p("download", *mine, "--experiment", str(selected.ophys_experiment_id.iloc[0]))
+    vb2p("extract", *mine, "--experiment", str(selected.ophys_experiment_id.iloc[0]))
+    assert f"{len(selected)} stores" in (logged := vb2p("index")) and "files already in the cache: 1)" in logged
+
+
+def test_the_readmes_by_hand_commands_parse_and_pass_the_runs_config_to_every_step_that_reads_it():
+    """Each line of the README's by-hand block is a valid `vb2p` command, and every step that takes --config is
+    given the demo's config, as `make run` was (without it a step silently works with other settings)."""
+    import re
+    import shlex
+
+    from vb2p.cli import build_parser
+
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Running a step by hand.*?```bash\n(.*?)```", readme, flags=re.S).group(1)
+    commands = [shlex.split(line.partition("#")[0])[1:] for line in block.splitlines()]
+    parser = build_parser()
+    subparsers = parser._subparsers._group_actions[0].choices
+    steps = [args[0] for args in commands if args[0] != "--help"]
+    # publish is no rule's step: the README shows it where it explains sharing
+    assert set(steps) == set(subparsers) - {"publish"}, "every rule's step has its line in the README"
+    for args in commands:
+        if args[0] == "--help":
+            continue
+        parser.parse_args(args)  # exits (fails the test) on an unknown option or a missing required one
+        takes_config = any("--config" in action.option_strings for action in subparsers[args[0]]._actions)
+        assert takes_config == ("--config" in args), args
+        if takes_config:
+            assert args[args.index("--config") + 1] == "config/demo.yaml", args

@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("extract", _extract, "--experiment", True,
          "write one experiment's Zarr store, after its session's session-task if it has one (rule "
          "extract_experiment)"),
-        ("index", _index, None, True, "index the selection's stores, cross-check cell counts (rule zarr_index)"),
+        ("index", _index, None, False, "index the selection's stores, cross-check cell counts (rule zarr_index)"),
         ("alignment", _alignment, "--container", True, "a container's sessions aligned (rule container_alignment)"),
         ("population", _population, "--session", True, "mean dF/F of a session's planes (rule session_population)"),
         ("cell-counts", _cell_counts, None, True, "cells, neurons and ROIs by depth (rule cell_counts)"),

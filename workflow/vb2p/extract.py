@@ -2,8 +2,8 @@
 
 Store layout (`results/zarr/<ophys_experiment_id>.zarr`):
 
-    dff             (time, cell)   float32 (or float64, lossless); chunks of a minute of frames x all cells:
-                                   reading every cell over a window touches a few contiguous chunks
+    dff             (time, cell)   float32 (or float64, lossless); chunks of extraction.time_chunk frames (3,072:
+                                   ~100 s) x all cells: every cell over a window is a few contiguous chunks
     dff_by_cell     (time, cell)   the same values, one chunk per cell: reading one cell's whole trace is one read
     time            (time,)        float64 seconds: the ophys timestamps
     cell_roi_id     (cell,)        int64, one per ROI of the plane (the NWB cell table's id)

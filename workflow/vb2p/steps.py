@@ -56,6 +56,11 @@ def overview(record_path: Path, out_dir: Path) -> list[Path]:
     return write_overview(release_overview(record_tables(read_record(record_path))), out_dir)
 
 
+def _duration(seconds: float) -> str:
+    """Minutes below an hour (a small selection's download is not '0.0 h'), hours above."""
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
 def select(selection: dict, max_selection_gb: float | None, record_path: Path, out_path: Path) -> pd.DataFrame:
     """Apply the config's selection; refuse one whose download is larger than max_selection_gb (estimated)."""
     experiments = record_tables(read_record(record_path))["ophys_experiment_table"]
@@ -64,7 +69,7 @@ def select(selection: dict, max_selection_gb: float | None, record_path: Path, o
     what = (
         f"{len(selected)} experiments in {selected.ophys_container_id.nunique()} containers: about {size / 1e9:,.0f} GB "
         f"of NWB files to download (estimated from typical file sizes per rig), about "
-        f"{size / ASSUMED_DOWNLOAD_BYTES_PER_S / 3600:.1f} h at {ASSUMED_DOWNLOAD_BYTES_PER_S / 1e6:.0f} MB/s"
+        f"{_duration(size / ASSUMED_DOWNLOAD_BYTES_PER_S)} at {ASSUMED_DOWNLOAD_BYTES_PER_S / 1e6:.0f} MB/s"
     )
     if max_selection_gb is not None and size > max_selection_gb * 1e9:
         raise SelectionError(
@@ -164,8 +169,9 @@ def build_index(stores: list[Path], record_path: Path, index_path: Path, mismatc
                     len(mismatches), mismatches_path)
     moved = index.transfers(stores)
     index.write_table(moved, transfers_path)
-    log.info("%d stores; reading their NWB files moved %.1f MB in %d requests (files already in the cache: 0)",
-             len(table), moved.bytes_moved.sum() / 1e6, int(moved.requests.sum()))
+    cached = int(((moved["mode"] == "whole") & (moved.bytes_moved == 0)).sum())  # their copy checked out
+    log.info("%d stores; reading their NWB files moved %.1f MB in %d requests (files already in the cache: %d)",
+             len(table), moved.bytes_moved.sum() / 1e6, int(moved.requests.sum()), cached)
     return table
 
 
