@@ -115,6 +115,38 @@ def test_selection_ranges_lists_queries_and_expansion(real_tables):
     assert len(select_experiments(experiments)) == 1941  # no filters, no query: the whole release
 
 
+def test_range_bounds_are_included_and_a_max_date_includes_its_day(real_tables):
+    experiments = real_tables["ophys_experiment_table"]
+    depth = experiments.imaging_depth
+    assert (depth == 300).sum() > 0  # experiments on the bounds: what an exclusive bound would drop
+    assert len(select_experiments(experiments, filters={"imaging_depth": {"min": 300}})) == (depth >= 300).sum()
+    assert len(select_experiments(experiments, filters={"imaging_depth": {"max": 300}})) == (depth <= 300).sum()
+    acquired = experiments.date_of_acquisition
+    day = acquired.iloc[0].normalize()  # a session's day, midnight UTC: the session itself came later that day
+    on_day = int(((acquired >= day) & (acquired < day + pd.Timedelta(days=1))).sum())
+    for text in (day.strftime("%Y-%m-%d"), day.date()):  # quoted in YAML, and YAML's own date
+        chosen = select_experiments(experiments, filters={"date_of_acquisition": {"min": text, "max": text}})
+        assert len(chosen) == on_day and on_day > 0
+        before = select_experiments(experiments, filters={"date_of_acquisition": {"max": text}})
+        assert len(before) == int((acquired < day + pd.Timedelta(days=1)).sum())
+    # a max with a time of day is that instant
+    instant = acquired.iloc[0].strftime("%Y-%m-%dT%H:%M:%S")
+    assert len(select_experiments(experiments, filters={"date_of_acquisition": {"max": instant}})) == int(
+        (acquired <= pd.Timestamp(instant, tz="UTC")).sum())
+
+
+def test_a_list_of_values_takes_each_and_refuses_a_typo_beside_a_good_one(real_tables):
+    experiments = real_tables["ophys_experiment_table"]
+    drivers = select_experiments(experiments, filters={"driver_line": ["Camk2a-tTA", "Vip-IRES-Cre"]})
+    members = experiments.driver_line.map(lambda cell: bool({"Camk2a-tTA", "Vip-IRES-Cre"} & set(cell)))
+    assert len(drivers) == int(members.sum()) and set(drivers.cre_line) == {"Slc17a7-IRES2-Cre", "Vip-IRES-Cre"}
+    areas = select_experiments(experiments, filters={"targeted_structure": ["VISp", "VISl"]})
+    assert len(areas) == int(experiments.targeted_structure.isin(["VISp", "VISl"]).sum())
+    for column, values in (("driver_line", ["Camk2a-tTA", "Camk2a-tTa"]), ("cre_line", ["Sst-IRES-Cre", "Sst"])):
+        with pytest.raises(SelectionError, match=rf"selection.filters.{column}: \['{values[1]}'\] match no experiment"):
+            select_experiments(experiments, filters={column: values})
+
+
 @pytest.mark.parametrize(
     "kwargs, named",
     [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import numbers
 from pathlib import Path
 
@@ -98,6 +99,13 @@ def typed_value(value, kind: str, column: str):
     raise refused
 
 
+def is_calendar_day(value) -> bool:
+    """A date without a time of day (YAML's 2019-04-30, or that text): as a range's max it means the whole day."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return True
+    return isinstance(value, str) and re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", value) is not None
+
+
 def _criterion_values(criterion) -> list:
     if isinstance(criterion, dict):
         return [criterion[bound] for bound in ("min", "max") if bound in criterion]
@@ -134,7 +142,11 @@ def _range_mask(series: pd.Series, column: str, criterion: dict, kind: str) -> p
     if "min" in criterion:
         mask &= series >= typed_value(criterion["min"], kind, column)
     if "max" in criterion:
-        mask &= series <= typed_value(criterion["max"], kind, column)
+        highest = typed_value(criterion["max"], kind, column)
+        if kind == "date" and is_calendar_day(criterion["max"]):  # max: 2019-04-30 includes that day's sessions
+            mask &= series < highest + pd.Timedelta(days=1)
+        else:
+            mask &= series <= highest
     mask = mask.fillna(False).astype(bool)
     if not mask.any():
         raise SelectionError(
@@ -154,15 +166,14 @@ def _filter_mask(frame: pd.DataFrame, column: str, criterion) -> pd.Series:
     typed = [typed_value(w, kind, column) for w in wanted]
     if kind == "list":  # list-valued cells (driver_line): match a member
         mask = series.map(lambda cell: isinstance(cell, list) and any(w in map(str, cell) for w in typed))
-        present = {item for cell in series if isinstance(cell, list) for item in cell}
+        present = {str(item) for cell in series if isinstance(cell, list) for item in cell}
+        absent = [w for w, t in zip(wanted, typed) if t not in present]
     else:
         mask = series.isin(typed).fillna(False).astype(bool)
         present = set(series.dropna())
         absent = [w for w, t in zip(wanted, typed) if not (series == t).any()]
-        if absent:
-            raise SelectionError(
-                f"selection.filters.{column}: {absent} match no experiment; values present: {_shown(present)}"
-            )
+    if absent:  # a typo beside a good value would otherwise narrow the selection silently
+        raise SelectionError(f"selection.filters.{column}: {absent} match no experiment; values present: {_shown(present)}")
     if not mask.any():
         raise SelectionError(f"selection.filters.{column}: {wanted} match no experiment; values present: {_shown(present)}")
     return mask
