@@ -300,6 +300,34 @@ def test_windows_off_the_recording_are_nan_not_an_error():
     assert np.isfinite(half).all()  # bou's clamp: the last sample's value after the end of the recording
     nearest = get_stimulus_response_xr(experiment, "dff", "all", time_window=[-1, 1.5], interpolate=False)
     assert np.isnan(nearest.eventlocked_traces.sel(stimulus_presentations_id=5).values[:, -1]).all()
+    experiment.stimulus_presentations.loc[3, "start_time"] = 1.2  # the recording starts at 1 s: 0.8 s before it
+    nearest = get_stimulus_response_xr(experiment, "dff", "all", time_window=[-1, 1.5], interpolate=False)
+    early = nearest.eventlocked_traces.sel(stimulus_presentations_id=3).values  # (cells, samples)
+    before = nearest.eventlocked_timestamps.values < 1.0 - 1.2 - 0.5 / RATE  # samples before the first frame
+    assert before.sum() > 20 and np.isnan(early[:, before]).all() and np.isfinite(early[:, ~before]).all()
+
+
+def test_release_table_means_skip_presentations_off_the_recording(tmp_path):
+    """A presentation whose window has no sample (NaN traces and means) leaves its image's means those of the
+    other presentations, not pulled toward 0."""
+    experiment = linear_experiment()
+    experiment.stimulus_presentations.loc[4, "start_time"] = 70.0  # the recording ends at 61 s
+    store, out = tmp_path / "1.zarr", tmp_path / "responses.parquet"
+    write_experiment_responses(experiment, store, LINEAR_PARAMS, {"ophys_experiment_id": 1})
+    build_response_table([store], out)
+    stored = xr.open_zarr(store, group="dff/images")
+    image = stored.image_name.sel(stimulus_presentations_id=4).item()
+    chosen = stored.image_name.values.astype(object) == image
+    assert chosen.sum() >= 2 and np.isnan(stored.mean_response.sel(stimulus_presentations_id=4)).all()
+    table = pd.read_parquet(out)
+    rows = table[(table.data_type == "dff") & (table.event_type == "images") & (table.image_name == image)]
+    assert len(rows) == 3
+    for row in rows.itertuples():
+        cell = int(np.flatnonzero(stored.cell_roi_id.values == row.cell_roi_id)[0])
+        expected = np.nanmean(stored.mean_response.values[cell, chosen])
+        assert np.isfinite(row.mean_response) and row.mean_response == pytest.approx(expected, rel=1e-12)
+        np.testing.assert_allclose(row.mean_trace, np.nanmean(stored.eventlocked_traces.values[cell, chosen], axis=0),
+                                   rtol=1e-5)
 
 
 def test_default_rate_is_the_traces_own():

@@ -243,6 +243,10 @@ def test_edits_to_what_an_experiment_hands_out_never_reach_it(task_store, eye_nw
             cell = next(value for value in getattr(opened, table)[column] if len(value))
             with pytest.raises(ValueError, match="read-only"):
                 cell[0] = 1
+        for data_type in ("dff", "events", "filtered_events"):  # what vb2p's responses are computed from
+            for array in opened.traces(data_type):
+                with pytest.raises(ValueError, match="read-only"):
+                    array[0] = 1
 
 
 def test_image_set_is_allensdks_for_every_real_session_type():
