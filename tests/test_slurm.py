@@ -120,3 +120,52 @@ def compare_runs(local, cluster):
     assert figures == sorted(p.relative_to(cluster) for p in cluster.rglob("*.png")) and figures
     for relative in figures:
         assert compare_images(str(local / relative), str(cluster / relative), tol=1.0) is None, relative
+
+
+FAKE_SBATCH = """#!/bin/bash
+# Records the submission and prints a job id, as `sbatch --parsable` does; runs nothing.
+n=$(( $(cat {log} 2>/dev/null | wc -l) + 1001 ))
+echo "$n $*" >> {log}
+echo "$n"
+"""
+FAKE_SACCT = """#!/bin/bash
+# Status queries (--name <run id>): every submitted job has failed. Account queries: none.
+case "$*" in *--name*) cut -d' ' -f1 {log} 2>/dev/null | sed 's/$/|FAILED/' ;; esac
+exit 0
+"""
+
+
+def test_a_resumed_run_submits_each_job_once_in_a_job_of_its_own(release, tmp_path):
+    """On a run resumed after the select_experiments checkpoint, with the profile unchanged, each sbatch call carries
+    one job and no job is submitted twice. (With job groups, Snakemake merged the batches again when it re-planned
+    after the checkpoint: jobs were submitted twice, once in an oversized batch; profiles/slurm/config.yaml.) sbatch
+    and sacct are stand-ins that record submissions and report them failed, so no job runs and none is retried."""
+    import re
+
+    fake, log = tmp_path / "bin", tmp_path / "sbatch.log"
+    fake.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("squeue", "#!/bin/bash\n"),
+                       ("sinfo", "#!/bin/bash\n"), ("scontrol", "#!/bin/bash\n"), ("sacctmgr", "#!/bin/bash\n")):
+        (fake / name).write_text(text.format(log=log))
+        (fake / name).chmod(0o755)
+    workdir = tmp_path / "run"
+    config = run_config(workdir, release)
+    settings = yaml.safe_load(config.read_text())
+    settings["selection"] = {}  # every experiment of the small release: several multi-plane sessions
+    config.write_text(yaml.safe_dump(settings))
+    planned = subprocess.run(snakemake_command(workdir, config, "--cores", "2", "--until", "select_experiments"),
+                             capture_output=True, text=True)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+
+    env = {**__import__("os").environ, "PATH": f"{fake}:{__import__('os').environ['PATH']}"}
+    resumed = subprocess.run(snakemake_command(workdir, config, "--workflow-profile", str(REPO / "profiles" / "slurm"),
+                                               *FAST_STATUS, "--retries", "0"),
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode != 0  # every submitted job reported failed
+    submissions = [re.findall(r"'(\w+:[^']*)'", line.split("--target-jobs", 1)[1].split(" --", 1)[0])
+                   for line in log.read_text().splitlines()]
+    jobs = [job for targets in submissions for job in targets]
+    assert sum(job.startswith("session_task:") for job in jobs) >= 2, jobs
+    assert sum(job.startswith("extract_experiment:") for job in jobs) >= 2, jobs
+    assert all(len(targets) == 1 for targets in submissions), [t for t in submissions if len(t) > 1]
+    assert len(jobs) == len(set(jobs)), sorted(job for job in jobs if jobs.count(job) > 1)
