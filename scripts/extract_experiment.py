@@ -4,5 +4,5 @@ from vb2p import steps
 from vb2p.logs import log_to
 
 log_to(snakemake.log[0])
-steps.extract(snakemake.params.config, snakemake.input.download, int(snakemake.wildcards.ophys_experiment_id),
+steps.extract(snakemake.config, snakemake.input.download, int(snakemake.wildcards.ophys_experiment_id),
               snakemake.output.store, snakemake.input.session_task or None)  # none: the session's only selected plane

@@ -4,5 +4,5 @@ from vb2p import steps
 from vb2p.logs import log_to
 
 log_to(snakemake.log[0])
-steps.select(snakemake.params.selection, snakemake.params.max_selection_gb, snakemake.input.record,
+steps.select(snakemake.params.selection, snakemake.config["download"]["max_selection_gb"], snakemake.input.record,
              snakemake.output.experiments)

@@ -4,5 +4,5 @@ from vb2p import steps
 from vb2p.logs import log_to
 
 log_to(snakemake.log[0])
-steps.responses(snakemake.input.store, snakemake.input.selection, int(snakemake.wildcards.ophys_experiment_id),
-                snakemake.params.responses, snakemake.output.responses)
+steps.responses(snakemake.input.store, snakemake.params.metadata, snakemake.params.responses,
+                snakemake.output.responses)

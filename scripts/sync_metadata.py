@@ -4,4 +4,4 @@ from vb2p import steps
 from vb2p.logs import log_to
 
 log_to(snakemake.log[0])
-steps.sync(snakemake.params.config, snakemake.output.record)
+steps.sync(snakemake.config, snakemake.output.record)

@@ -8,6 +8,7 @@ Baselines live in tests/baseline/. After an intended change to a figure, regener
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import REPO
 from matplotlib.testing.compare import compare_images
 
@@ -398,3 +400,41 @@ def test_the_behavior_figures_changes_are_the_performance_tables_counts(demo_run
         counts = change_outcomes(experiment.stimulus_presentations, experiment.trials).outcome.value_counts()
         assert (counts.get("hit", 0), counts.get("miss", 0), counts.get("auto_rewarded", 0)) == (
             row.hit_trial_count, row.miss_trial_count, row.auto_reward_count), row.ophys_session_id
+
+
+def test_settings_of_how_files_are_fetched_rerun_nothing(demo_run, tmp_path):
+    """After a finished run, changing how files are fetched (retries, connections, part size) or raising the
+    selection's size limit, as its error message advises, plans no job: as params they re-ran the sync, which can move
+    to a newer release, and everything after it. A setting that does change outputs still re-runs its rules."""
+    def planned(settings: dict) -> str:
+        extra = tmp_path / "extra.yaml"
+        extra.write_text(yaml.safe_dump(settings))
+        result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(demo_run),
+                                 "--configfile", str(REPO / "config" / "demo.yaml"), str(extra), "-n"],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    fetching = {"download": {"retries": 5, "concurrency": 3, "part_mb": 4, "max_selection_gb": 600}}
+    assert "Nothing to be done" in planned(fetching)
+    changed = planned({"extraction": {"time_chunk": 1024}})
+    assert "Nothing to be done" not in changed and "extract_experiment" in changed
+
+
+def test_a_narrower_selection_reruns_only_what_depends_on_the_whole_selection(demo_run, tmp_path):
+    """Leaving out the Mesoscope experiments after a finished run re-makes the selection and the release-wide
+    tables, not the kept experiments' downloads, stores, response stores or figures (response stores and alignments
+    took the selection file as an input, and its new time re-ran all of them). (A Mesoscope plane whose session keeps
+    fewer planes is extracted again: whether it reads its session's shared task or its own changes.)"""
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run, symlinks=True)  # copies keep their times: the copy is as up to date as the run
+    extra = tmp_path / "narrower.yaml"
+    extra.write_text(yaml.safe_dump({"selection": {"query": "equipment_name != 'MESO.1'"}}))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(run),
+                             "--configfile", str(REPO / "config" / "demo.yaml"), str(extra), "--cores", "2"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = set(re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):", result.stdout + result.stderr, flags=re.M))
+    assert {"select_experiments", "zarr_index", "response_table"} <= ran, ran
+    assert not ran & {"download_experiment", "session_task", "extract_experiment", "stimulus_responses",
+                      "container_alignment", "session_population", "behavior_session"}, ran

@@ -46,8 +46,11 @@ RELEASE_RECORD = str(results.RELEASE_RECORD)
 SELECTION = str(results.SELECTION)
 ZARR_INDEX = str(results.ZARR_INDEX)
 CELL_COUNT_MISMATCHES = str(results.CELL_COUNT_MISMATCHES)
-# The config keys a rule that reads the release needs (download and extraction check the cached files).
-RELEASE_CONFIG = {key: config[key] for key in ("release", "cache_dir", "download")}
+# A rule's params are what decides its output: changing one re-runs it (Snakemake's rerun trigger params). How files are
+# fetched (download.retries, concurrency, part_mb) and the selection's size limit decide no output, so they are not
+# params (as params, raising max_selection_gb re-ran the sync, which can move to a newer release, and everything
+# after it); the scripts read them from the whole config (snakemake.config).
+RELEASE_SOURCE = {key: config[key] for key in ("release", "cache_dir")}
 
 
 wildcard_constraints:
@@ -79,8 +82,13 @@ def _plan(selection_path, modified_ns):
     """The selection's experiment groups, as store paths. Cached per version of the selection file: input functions
     run once per job, thousands of times for the whole release, and must not read the CSV each time.
     """
-    groups = experiment_groups(read_selection(selection_path))
+    # imported once the selection exists: planning up to it does not need xarray
+    from vb2p.responses import experiment_metadata
+
+    selected = read_selection(selection_path)
+    groups = experiment_groups(selected)
     return {
+        "response_metadata": experiment_metadata(selected),
         "experiments": stores_of(groups["experiments"]),
         "session_of": groups["session_of"],
         "task_sources": groups["task_sources"],
@@ -129,6 +137,10 @@ def task_source(wildcards):
 
 def task_source_download(wildcards):
     return str(results.download_receipt(task_source(wildcards)))
+
+
+def response_metadata(wildcards):
+    return selection_plan()["response_metadata"][int(wildcards.ophys_experiment_id)]
 
 
 def selected_response_stores(wildcards):

@@ -11,7 +11,8 @@ rule download_experiment:
     conda:
         "../../envs/release.yaml"
     params:
-        config=RELEASE_CONFIG,
+        source=RELEASE_SOURCE,
+        mode=config["download"]["mode"],
     script:
         "../../scripts/download_experiment.py"
 
@@ -28,7 +29,7 @@ rule session_task:
     conda:
         "../../envs/zarr.yaml"
     params:
-        config=RELEASE_CONFIG,
+        source=RELEASE_SOURCE,
         ophys_experiment_id=task_source,
     script:
         "../../scripts/session_task.py"
@@ -47,7 +48,8 @@ rule extract_experiment:
     conda:
         "../../envs/zarr.yaml"
     params:
-        config={**RELEASE_CONFIG, "extraction": config["extraction"]},
+        source=RELEASE_SOURCE,
+        extraction=config["extraction"],
     script:
         "../../scripts/extract_experiment.py"
 

@@ -1,7 +1,6 @@
 rule container_alignment:
     input:
         stores=container_stores,
-        selection=SELECTION,
     output:
         figure=report(
             str(results.alignment_figure("{ophys_container_id}")),

@@ -11,7 +11,7 @@ rule sync_metadata:
     conda:
         "../../envs/release.yaml"
     params:
-        config=RELEASE_CONFIG,
+        source=RELEASE_SOURCE,
     script:
         "../../scripts/sync_metadata.py"
 
@@ -48,6 +48,5 @@ checkpoint select_experiments:
         "../../envs/release.yaml"
     params:
         selection=config["selection"],
-        max_selection_gb=config["download"]["max_selection_gb"],
     script:
         "../../scripts/select_experiments.py"

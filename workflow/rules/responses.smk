@@ -1,7 +1,6 @@
 rule stimulus_responses:
     input:
         store=str(results.store("{ophys_experiment_id}")),
-        selection=SELECTION,
     output:
         responses=directory(str(results.responses_store("{ophys_experiment_id}"))),
     log:
@@ -12,6 +11,8 @@ rule stimulus_responses:
         "../../envs/zarr.yaml"
     params:
         responses=config["responses"],
+        # the experiment's row, not the selection file: another selection re-runs only experiments whose row changed
+        metadata=response_metadata,
     script:
         "../../scripts/stimulus_responses.py"
 

@@ -163,8 +163,11 @@ def _behavior_performance(args) -> None:
 def _responses(args) -> None:
     from vb2p import steps
 
-    config = _config(args)
-    steps.responses(results.store(args.experiment), results.SELECTION, args.experiment, config["responses"],
+    from vb2p.responses import experiment_metadata
+    from vb2p.selection import read_selection
+
+    metadata = experiment_metadata(read_selection(results.SELECTION))[args.experiment]
+    steps.responses(results.store(args.experiment), metadata, _config(args)["responses"],
                     results.responses_store(args.experiment))
     print(results.responses_store(args.experiment))
 

@@ -664,6 +664,15 @@ def _no_presentations() -> Presentations:
                          np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
 
 
+def experiment_metadata(selected: pd.DataFrame) -> dict[int, dict]:
+    """Per experiment of a selection (indexed by ophys_experiment_id), the metadata its response store carries
+    (METADATA_COLUMNS), as JSON values."""
+    columns = [key for key in METADATA_COLUMNS if key != "ophys_experiment_id"]
+    return {int(experiment_id): {"ophys_experiment_id": int(experiment_id),
+                                 **{key: _json_value(value) for key, value in zip(columns, values)}}
+            for experiment_id, values in zip(selected.index, selected[columns].itertuples(index=False))}
+
+
 def _json_value(value):
     """A metadata value as JSON: numpy scalars as Python, NaN / NA / None as null."""
     if isinstance(value, (list, tuple, np.ndarray)):

@@ -269,16 +269,13 @@ def behavior_performance(session_tables: list[Path], out_path: Path) -> pd.DataF
     return table
 
 
-def responses(store: Path, selection_path: Path, ophys_experiment_id: int, section: dict, out_path: Path) -> dict:
-    """The experiment's stimulus-locked responses (vb2p.responses), with its metadata from the selection."""
+def responses(store: Path, metadata: dict, section: dict, out_path: Path) -> dict:
+    """The experiment's stimulus-locked responses (vb2p.responses), with its metadata (responses.experiment_metadata
+    of the selection)."""
     from vb2p.experiment import open_experiment
-    from vb2p.responses import METADATA_COLUMNS, ResponseParams, write_experiment_responses
+    from vb2p.responses import ResponseParams, write_experiment_responses
 
-    params = ResponseParams.from_config(section)
-    row = read_selection(selection_path).loc[ophys_experiment_id]
-    metadata = {"ophys_experiment_id": int(ophys_experiment_id),
-                **{key: row[key] for key in METADATA_COLUMNS if key != "ophys_experiment_id"}}
-    return write_experiment_responses(open_experiment(store), out_path, params, metadata)
+    return write_experiment_responses(open_experiment(store), out_path, ResponseParams.from_config(section), metadata)
 
 
 def response_table(stores: list[Path], out_path: Path) -> None:
