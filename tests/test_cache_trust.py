@@ -67,6 +67,35 @@ def test_a_truncated_cached_file_is_resumed_not_trusted(tmp_path, demo_root, cap
     assert any("resuming" in m and f"at byte {len(content) // 2}" in m for m in caplog.messages), caplog.messages
 
 
+def test_a_download_that_cannot_fit_stops_naming_the_cache_and_resumes_once_there_is_room(tmp_path, demo_root,
+                                                                                        mounted, monkeypatch):
+    """The cache's file system has less room than the file: refused before a byte is written, naming cache_dir and
+    the bytes needed; when parallel downloads fill it anyway (here: the free space misreported), the full disk is said
+    so, not retried, and the bytes written are kept for the next run."""
+    from vb2p.errors import NoSpaceError
+    from vb2p.source import LocalSource
+
+    experiment_id = first_experiment(demo_root)
+    size = (demo_root / layout.experiment_key(experiment_id)).stat().st_size
+    cache = mounted(tmp_path / "cache", f"size={size // 2}")
+    config = validate_config({"release": {"url": str(demo_root)}, "cache_dir": str(cache)})
+    release_cache(config).resolve_manifest("latest")  # the manifest fits; the NWB file does not
+    with pytest.raises(NoSpaceError, match=rf"needs {size / 1e9:.2f} GB more in {cache}/.*GB free: free space there"):
+        experiment_file(config, "latest", experiment_id)
+    assert not [p for p in cache.rglob("*.nwb*") if p.stat().st_size]
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=10**12))
+    attempts = []
+    download = LocalSource.download
+    monkeypatch.setattr(LocalSource, "download", lambda *args: attempts.append(args) or download(*args))
+    with pytest.raises(NoSpaceError, match=rf"file system of {cache}/.* is full, or your quota is .*No space left"):
+        experiment_file(config, "latest", experiment_id)
+    partial = [p for p in cache.rglob("*.partial") if p.stat().st_size]
+    assert len(partial) == 1 and 0 < partial[0].stat().st_size < size  # kept, to resume from
+    assert len(attempts) == 1  # stopped at the full disk, not retried with back-off
+
+
 def test_forcerun_download_repairs_a_truncated_file_and_its_receipt(tmp_path, demo_root):
     config = {"release": {"url": str(demo_root)}, "cache_dir": str(tmp_path / "cache"),
               "selection": {"max_containers": 1}, "figures": SHORT_WINDOW}

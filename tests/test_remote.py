@@ -336,3 +336,24 @@ def test_a_record_of_another_version_or_a_single_stream_partial(uploader, proxy,
     assert result.resumed_bytes == 4 * 64 * 1024
     assert result.bytes_moved == len(content) - 4 * 64 * 1024
     assert result.blake2b == hashlib.blake2b(content).hexdigest()
+
+
+def test_an_s3_download_that_cannot_fit_is_refused_before_its_file_is_made(uploader, proxy, tmp_path, monkeypatch):
+    """The parts are written into a file preallocated sparse at the object's size: without the check the disk would
+    fill part way; the bytes a resumed download already has do not count."""
+    import shutil
+
+    from vb2p.errors import NoSpaceError
+
+    content = os.urandom(300_000)
+    version = put(uploader, "big.bin", content)
+    partial = tmp_path / "big.bin.partial"
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=200_000))
+    client = anonymous_client(proxy.url)
+    with pytest.raises(NoSpaceError, match=rf"big.bin.* needs 0.00 GB more in {tmp_path}, whose file system has"):
+        download_object(client, BUCKET, "big.bin", version, partial, part_bytes=64 * 1024)
+    assert not partial.exists()
+    partial.write_bytes(content[:4 * 64 * 1024])  # an earlier run's 4 parts: 37,856 bytes to go, which fit
+    result = download_object(client, BUCKET, "big.bin", version, partial, part_bytes=64 * 1024)
+    assert result.resumed_bytes == 4 * 64 * 1024 and result.blake2b == hashlib.blake2b(content).hexdigest()

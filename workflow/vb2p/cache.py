@@ -21,6 +21,7 @@ this cache is linked instead of downloaded (as AllenSDK does), after the same ch
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from vb2p import layout
-from vb2p.errors import DownloadError, ManifestError
+from vb2p.errors import DownloadError, ManifestError, NoSpaceError
 from vb2p.files import atomic_write_bytes, file_blake2b, sampled_blake2b
 from vb2p.manifest import FileEntry, Manifest, latest_version, parse_manifest, safe_relative_path
 from vb2p.source import LocalSource, S3Source
@@ -199,6 +200,14 @@ class ReleaseCache:
             started = time.monotonic()
             try:
                 result = self.source.download(entry.key, entry.version_id, partial)
+            except NoSpaceError:
+                raise
+            except OSError as error:
+                if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise NoSpaceError(f"{where}: the file system of {partial.parent} is full, or your quota is ({error}):"
+                                   " free space there, or set cache_dir on a larger file system, then run again (the"
+                                   " bytes downloaded are kept and the download resumes)") from error
             except DownloadError as error:
                 last_problem = str(error)
                 log.warning("attempt %d/%d of %s failed: %s", attempt, self.retries, where, error)

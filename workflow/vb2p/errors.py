@@ -17,6 +17,10 @@ class DownloadError(Vb2pError):
     pass
 
 
+class NoSpaceError(DownloadError):
+    """The cache's disk cannot hold a download: trying again does not help until space is freed."""
+
+
 class TableError(Vb2pError):
     pass
 

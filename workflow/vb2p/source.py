@@ -21,7 +21,7 @@ from vb2p.errors import ConfigError, DownloadError, ManifestError
 from vb2p.files import HASH_NAME, blake2b_of
 from vb2p.manifest import safe_relative_path
 from vb2p.remote import MiB, PinnedObject, anonymous_client, open_remote, pin
-from vb2p.transfer import DownloadResult, download_object
+from vb2p.transfer import DownloadResult, download_object, require_free_space
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,8 @@ class LocalSource:
         offset = partial.stat().st_size if partial.exists() else 0
         if offset:
             log.info("resuming %s at byte %d", self.describe(key, version_id), offset)
+        require_free_space(partial.parent, self._version_path(key, version_id).stat().st_size - offset,
+                           self.describe(key, version_id))
         hasher = blake2b_of(partial) if offset else hashlib.new(HASH_NAME)  # continues over the bytes already there
         copied = 0
         with open(partial, "ab") as out:
@@ -172,8 +174,8 @@ class LocalSource:
         return DownloadResult(hasher.hexdigest(), offset + copied, requests=0, bytes_moved=copied,
                               resumed_bytes=offset)
 
-    def stream(self, key: str, version_id: str, offset: int = 0) -> Iterator[bytes]:
-        """The file's bytes from offset on: the version kept under .versions/ when there is one."""
+    def _version_path(self, key: str, version_id: str) -> Path:
+        """The file of a pinned version: the one kept under .versions/ when there is one, else the current file."""
         path = self._path(key)
         relative = path.relative_to(self.root)
         earlier = self.root / VERSIONS_DIR / safe_relative_path(version_id, f"version id of {key}") / relative
@@ -181,7 +183,11 @@ class LocalSource:
             path = earlier
         if not path.is_file():
             raise DownloadError(f"{path} (listed in the manifest as {key}) does not exist in the local mirror")
-        with open(path, "rb") as handle:
+        return path
+
+    def stream(self, key: str, version_id: str, offset: int = 0) -> Iterator[bytes]:
+        """The file's bytes from offset on."""
+        with open(self._version_path(key, version_id), "rb") as handle:
             handle.seek(offset)
             while block := handle.read(STREAM_CHUNK):
                 yield block

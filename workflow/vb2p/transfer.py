@@ -30,11 +30,12 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from vb2p.errors import DownloadError
+from vb2p.errors import DownloadError, NoSpaceError
 from vb2p.files import HASH_NAME, atomic_write_bytes
 from vb2p.remote import MiB, PinnedObject, TransferStats, fetch_range, pin
 
@@ -91,6 +92,16 @@ def _save(partial: Path, identity: dict, done: set[int]) -> None:
     atomic_write_bytes(parts_path(partial), json.dumps({**identity, "done": sorted(done)}).encode())
 
 
+def require_free_space(directory: Path, needed: int, what: str) -> None:
+    """Refuse to start a download that cannot fit: the file is preallocated sparse, so the disk would otherwise fill
+    part way through it."""
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise NoSpaceError(f"{what} needs {needed / 1e9:.2f} GB more in {directory}, whose file system has"
+                            f" {free / 1e9:.2f} GB free: free space there, or set cache_dir on a larger file system,"
+                            " then run again (what was downloaded is kept)")
+
+
 def download_object(client, bucket: str, key: str, version_id: str, partial_path: str | Path,
                     expected_size: int | None = None, concurrency: int = 8, part_bytes: int = 16 * MiB,
                     expected_etag: str | None = None) -> DownloadResult:
@@ -105,6 +116,7 @@ def download_object(client, bucket: str, key: str, version_id: str, partial_path
     if resumed:
         log.info("resuming %s: %d of %d parts already on disk", pinned.describe(), len(done), n_parts)
     partial.parent.mkdir(parents=True, exist_ok=True)
+    require_free_space(partial.parent, pinned.size - resumed, pinned.describe())
     _save(partial, identity, done)  # before the file: a partial with no record is never one of ours
     hasher = hashlib.new(HASH_NAME)
     fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
