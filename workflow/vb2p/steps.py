@@ -24,7 +24,7 @@ from vb2p.release import (
     release_cache,
     sync_metadata,
 )
-from vb2p.selection import estimated_download_bytes, read_selection, select_experiments, write_selection
+from vb2p.selection import estimated_download_bytes, select_experiments, write_selection
 
 # The modules of later stages (Zarr, xarray, matplotlib, scikit-image) are imported by the steps that use them: each
 # rule's conda environment (envs/) carries only its stage's libraries.
