@@ -1,6 +1,9 @@
 rule stimulus_responses:
     input:
         store=str(results.store("{ophys_experiment_id}")),
+        # what the metadata param is read from (a job on a SLURM node re-reads it): ancient, as its time is no reason
+        # to re-run; a change to the experiment's row is, through the param
+        selection=ancient(SELECTION),
     output:
         responses=directory(str(results.responses_store("{ophys_experiment_id}"))),
     log:
@@ -11,7 +14,7 @@ rule stimulus_responses:
         "../../envs/zarr.yaml"
     params:
         responses=config["responses"],
-        # the experiment's row, not the selection file: another selection re-runs only experiments whose row changed
+        # the experiment's row of the selection: another selection re-runs only experiments whose row changed
         metadata=response_metadata,
     script:
         "../../scripts/stimulus_responses.py"
