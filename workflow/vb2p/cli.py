@@ -162,7 +162,6 @@ def _behavior_performance(args) -> None:
 
 def _responses(args) -> None:
     from vb2p import steps
-
     from vb2p.responses import experiment_metadata
     from vb2p.selection import read_selection
 

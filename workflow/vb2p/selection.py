@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 import numbers
+import re
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +173,9 @@ def _filter_mask(frame: pd.DataFrame, column: str, criterion) -> pd.Series:
         present = set(series.dropna())
         absent = [w for w, t in zip(wanted, typed) if not (series == t).any()]
     if absent:  # a typo beside a good value would otherwise narrow the selection silently
-        raise SelectionError(f"selection.filters.{column}: {absent} match no experiment; values present: {_shown(present)}")
+        raise SelectionError(
+            f"selection.filters.{column}: {absent} match no experiment; values present: {_shown(present)}"
+        )
     if not mask.any():
         raise SelectionError(f"selection.filters.{column}: {wanted} match no experiment; values present: {_shown(present)}")
     return mask
