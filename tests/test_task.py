@@ -318,6 +318,40 @@ def test_eye_tracking_equals_allensdk_and_is_empty_without_it(experiment, task_s
     assert empty.empty and list(empty.columns) == EYE_EXPECTED["columns"] and empty.index.name == "frame"
 
 
+
+def test_blinks_grow_as_scipy_dilates_them_at_the_edges_too():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random(n) < p for n in (1, 2, 5, 300) for p in (0.02, 0.3)]
+    masks += [np.array([True, False, False, False, True]), np.zeros(0, dtype=bool)]
+    for mask in masks:
+        for frames in (1, 2, 3, 9):
+            assert np.array_equal(task.dilated(mask, frames), ndimage.binary_dilation(mask, iterations=frames)), (
+                mask, frames)
+        assert np.array_equal(task.dilated(mask, 0), mask)  # AllenSDK's dilation_frames=0: no dilation
+
+
+def test_presentations_tables_stack_as_pandas_concat_stacks_them():
+    """A column some presentations tables lack (the gray screens have no image_name or omitted) is NaN there, and its
+    dtype follows pandas' rules; columns every table has keep theirs."""
+    rows = [3, 2, 1]
+    tables = [
+        {"omitted": np.array([0.0, 1.0, 0.0]), "image_name": np.array(["a", "b", "a"], dtype=object),
+         "index": np.array([1, 2, 3]), "shown": np.array([True, False, True]), "both": np.array([1, 2, 3])},
+        {"both": np.array([4.5, 5.5]), "shown": np.array([False, True])},
+        {"image_name": np.array(["c"], dtype=object), "omitted": np.array([1.0]), "both": np.array([6, 7])[:1]},
+    ]
+    stacked = task._stacked(tables, rows)
+    expected = pd.concat([pd.DataFrame(table, index=range(n)) for table, n in zip(tables, rows)])
+    assert list(stacked) == list(expected.columns)
+    for name, values in stacked.items():
+        assert values.dtype == expected[name].to_numpy().dtype, name
+        np.testing.assert_array_equal(pd.isna(values), pd.isna(expected[name].to_numpy()), err_msg=name)
+        known = ~pd.isna(values)
+        np.testing.assert_array_equal(values[known], expected[name].to_numpy()[known], err_msg=name)
+        assert [type(v) for v in values[~known]] == [type(v) for v in expected[name].to_numpy()[~known]], name
+
 def test_float32_store_rounds_dff_and_keeps_events_as_published(task_store, experiment):
     single = open_experiment(task_store(REFERENCE, "float32")[0])
     group = zarr.open_group(single.path, mode="r")

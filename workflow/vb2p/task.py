@@ -106,13 +106,20 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _decoded(raw: np.ndarray) -> np.ndarray:
+    """HDF5 text (bytes) as an object array of str, as h5py's asstr() gives it, but each distinct value decoded once:
+    a column of 5,000 presentations holds a dozen image names (0.4 ms saved of the 1.1 ms asstr() takes)."""
+    codes, distinct = pd.factorize(raw.ravel())
+    return np.array([value.decode() for value in distinct], dtype=object)[codes].reshape(raw.shape)
+
+
 def _column(table: h5py.Group, members: set[str], path: str, name: str, n_rows: int, where: str):
     """One column of an NWB DynamicTable (members: the names in its group): text decoded; a ragged column (with
     `<name>_index`) as an object array of per-row arrays, as hdmf's to_dataframe gives it."""
     if name not in members:
         raise NwbError(f"{where}: table {path} lists column '{name}' but has no such dataset; the file is corrupt")
     dataset = table[name]
-    values = dataset.asstr()[:] if h5py.check_string_dtype(dataset.dtype) else dataset[:]
+    values = _decoded(dataset[:]) if h5py.check_string_dtype(dataset.dtype) else dataset[:]
     if f"{name}_index" in members:
         ends = table[f"{name}_index"][:].astype(np.int64)
         starts = np.concatenate([[0], ends[:-1]])
@@ -164,13 +171,6 @@ def read_columns(f: h5py.File, path: str, where: str, required: tuple[str, ...] 
     return ids, columns
 
 
-def read_table(f: h5py.File, path: str, where: str, required: tuple[str, ...] = (),
-               skip: tuple[str, ...] = ()) -> pd.DataFrame:
-    """An NWB DynamicTable as hdmf's to_dataframe gives it (index = `id`), checked as read_columns checks it."""
-    ids, columns = read_columns(f, path, where, required, skip)
-    return pd.DataFrame(columns, index=pd.Index(ids, dtype="int64"))
-
-
 def has_task(f: h5py.File) -> bool:
     """A file holds a task when it has trials and at least one stimulus presentations table."""
     intervals = f.get(NWB_INTERVALS)
@@ -215,8 +215,13 @@ def _stacked(tables: list[dict[str, np.ndarray]], rows: list[int]) -> dict[str, 
     stacked = {}
     for name in names:
         pieces = [table.get(name) for table in tables]
-        if all(piece is not None for piece in pieces) and len({piece.dtype.kind for piece in pieces}) == 1:
-            stacked[name] = np.concatenate(pieces)
+        kinds = {piece.dtype.kind for piece in pieces if piece is not None}
+        # One kind, and where a piece is missing, a float or object one (NaN keeps its dtype): numpy stacks them as
+        # pandas would, 0.3 ms faster a column.
+        if len(kinds) == 1 and (all(piece is not None for piece in pieces) or kinds <= {"f", "O"}):
+            dtype = next(piece.dtype for piece in pieces if piece is not None)
+            stacked[name] = np.concatenate([np.full(n, np.nan, dtype=dtype) if piece is None else piece
+                                            for piece, n in zip(pieces, rows)])
         else:
             stacked[name] = pd.concat([pd.DataFrame({name: piece}) if piece is not None else pd.DataFrame(index=range(n))
                                        for piece, n in zip(pieces, rows)])[name].to_numpy()
@@ -241,7 +246,8 @@ def stimulus_presentations(f: h5py.File, where: str) -> pd.DataFrame:
     took three times as long)."""
     tables, rows = [], []
     for path in _presentation_tables(f):
-        ids, columns = read_columns(f, path, where, required=("start_time", "stop_time"), skip=("tags", "timeseries"))
+        ids, columns = read_columns(f, path, where, required=("start_time", "stop_time"),
+                                    skip=("tags", "timeseries", "is_change", "flashes_since_change"))  # recomputed
         for values in columns.values():
             if values.dtype == object and len(values) and isinstance(values[0], str):  # text, not a ragged column
                 values[values == "N/A"] = ""
@@ -268,13 +274,14 @@ def stimulus_presentations(f: h5py.File, where: str) -> pd.DataFrame:
 
 
 def trials(f: h5py.File, where: str) -> pd.DataFrame:
-    """AllenSDK's trials (Trials.from_nwb): /intervals/trials, index trials_id, lick_times one array per trial."""
-    table = read_table(f, NWB_TRIALS, where, required=TRIALS_REQUIRED)
-    table = table.drop(columns=["lick_events"], errors="ignore").rename(columns={"stimulus_change": "is_change"})
-    if "change_frame" in table:
-        table["change_frame"] = table["change_frame"].fillna(INT_NULL).astype(np.int64)
-    table.index.name = "trials_id"
-    return table
+    """AllenSDK's trials (Trials.from_nwb): /intervals/trials, index trials_id, lick_times one array per trial,
+    without lick_events, stimulus_change named is_change, change_frame int64 with -99 where there is no change."""
+    ids, columns = read_columns(f, NWB_TRIALS, where, required=TRIALS_REQUIRED, skip=("lick_events",))
+    if "change_frame" in columns:
+        frames = columns["change_frame"]
+        columns["change_frame"] = np.where(np.isnan(frames), INT_NULL, frames).astype(np.int64)
+    return pd.DataFrame({"is_change" if name == "stimulus_change" else name: values for name, values in columns.items()},
+                        index=pd.Index(ids, dtype="int64", name="trials_id"))
 
 
 def _require(f: h5py.File, path: str, where: str, what: str):
@@ -336,6 +343,16 @@ def _outliers(area: np.ndarray, z_threshold: float) -> np.ndarray:
         return np.abs((area - mean) / sd) > z_threshold
 
 
+def dilated(mask: np.ndarray, frames: int) -> np.ndarray:
+    """A 1-D mask grown by `frames` on each side: scipy.ndimage.binary_dilation(mask, iterations=frames), as AllenSDK
+    dilates blinks, without importing scipy.ndimage in every extraction job (0.1 s)."""
+    grown = mask.copy()
+    for shift in range(1, min(frames, len(mask)) + 1):
+        grown[shift:] |= mask[:-shift]
+        grown[:-shift] |= mask[shift:]
+    return grown
+
+
 def eye_tracking(f: h5py.File, where: str, z_threshold: float = EYE_Z_THRESHOLD,
                  dilation_frames: int = EYE_DILATION_FRAMES) -> pd.DataFrame | None:
     """AllenSDK's eye_tracking (EyeTrackingTable.from_nwb) from /acquisition/EyeTracking (ndx-ellipse-eye-tracking),
@@ -347,8 +364,6 @@ def eye_tracking(f: h5py.File, where: str, z_threshold: float = EYE_Z_THRESHOLD,
     """
     if NWB_EYE_TRACKING not in f:
         return None
-    from scipy import ndimage  # imported here: readers of stores need none of it
-
     acquisition = f[NWB_EYE_TRACKING]
     eye, pupil, cr = (acquisition[name] for name in ("eye_tracking", "pupil_tracking", "corneal_reflection_tracking"))
     floats = [name for name in EYE_TRACKING_COLUMNS if name != "likely_blink"]
@@ -369,8 +384,7 @@ def eye_tracking(f: h5py.File, where: str, z_threshold: float = EYE_Z_THRESHOLD,
     blink = np.isnan(areas[0]) | np.isnan(areas[1])
     for area in areas:
         blink |= _outliers(area, z_threshold)
-    if dilation_frames > 0:
-        blink = ndimage.binary_dilation(blink, iterations=dilation_frames)
+    blink = dilated(blink, dilation_frames)
     blinks = np.flatnonzero(blink)  # a few % of the frames: indexing them beats a mask over all of them
     for name in EYE_TRACKING_BLINK_NAN:
         block[row[name], blinks] = np.nan
@@ -493,16 +507,22 @@ def arrow_table(table: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=schema.metadata))
 
 
+WRITE_BATCH_ROWS = 64 * 1024
+
+
 def write_table(table: pd.DataFrame, path: Path) -> None:
     """Parquet with the pandas index. Float columns are neither compressed nor summarised: measured values do not
     compress (eye tracking: 46.1 MB with snappy, 47.2 MB without) and compressing them was a quarter of the write;
     their min/max statistics are another 10 %, for row-group skipping that tables of one row group never use.
-    Dictionary encoding for text only (it slows float columns 2-3x, for nothing)."""
+    Dictionary encoding for text only (it slows float columns 2-3x, for nothing). Values are handed to the encoder
+    64 Ki rows at a time rather than 1 Ki (eye tracking's write 18.6 -> 16.2 ms; a page then closes at up to 1.5 MB,
+    not 1 MB)."""
     arrow = arrow_table(table)
     floats = {field.name for field in arrow.schema if pa.types.is_floating(field.type)}
     pq.write_table(arrow, path, use_dictionary=[field.name for field in arrow.schema if pa.types.is_string(field.type)],
                    compression={name: "none" if name in floats else "snappy" for name in arrow.schema.names},
-                   write_statistics=[name for name in arrow.schema.names if name not in floats])
+                   write_statistics=[name for name in arrow.schema.names if name not in floats],
+                   write_batch_size=WRITE_BATCH_ROWS)
 
 
 def read_stored_table(store_dir: Path, name: str) -> pd.DataFrame:
