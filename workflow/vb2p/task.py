@@ -108,7 +108,7 @@ def _text(value) -> str:
 
 def _decoded(raw: np.ndarray) -> np.ndarray:
     """HDF5 text (bytes) as an object array of str, as h5py's asstr() gives it, but each distinct value decoded once:
-    a column of 5,000 presentations holds a dozen image names (0.4 ms saved of the 1.1 ms asstr() takes)."""
+    a column of 5,000 presentations holds a dozen image names."""
     codes, distinct = pd.factorize(raw.ravel())
     return np.array([value.decode() for value in distinct], dtype=object)[codes].reshape(raw.shape)
 
