@@ -165,7 +165,7 @@ def _responses(args) -> None:
     from vb2p.responses import experiment_metadata
     from vb2p.selection import read_selection
 
-    metadata = experiment_metadata(read_selection(results.SELECTION))[args.experiment]
+    metadata = experiment_metadata(read_selection(results.SELECTION).loc[[args.experiment]])[args.experiment]
     steps.responses(results.store(args.experiment), metadata, _config(args)["responses"],
                     results.responses_store(args.experiment))
     print(results.responses_store(args.experiment))

@@ -78,7 +78,7 @@ PRESENTATIONS_ORDER = (
     "start_time", "end_time", "stop_time", "start_frame", "end_frame", "is_change", "is_image_novel", "omitted",
     "movie_repeat", "flashes_since_change", "trials_id",
 )
-# Filled with -99 and made int64 by AllenSDK (enforce_df_int_typing).
+# Filled with -99 and made int64 by AllenSDK (enforce_df_int_typing; _int_filled).
 PRESENTATIONS_INT = ("flashes_since_change", "image_index", "movie_repeat", "movie_frame_index", "repeat",
                      "stimulus_index")
 INT_NULL = -99
@@ -228,6 +228,11 @@ def _stacked(tables: list[dict[str, np.ndarray]], rows: list[int]) -> dict[str, 
     return stacked
 
 
+def _int_filled(values: np.ndarray) -> np.ndarray:
+    """AllenSDK's integer columns (enforce_df_int_typing): gaps filled with -99, then int64."""
+    return np.asarray(pd.Series(values).fillna(INT_NULL), dtype=np.int64)
+
+
 def _presentations_dtype(name: str, values: np.ndarray):
     """AllenSDK's dtype rules: integer columns int64; float columns holding only 0, 1 and NaN are nullable booleans
     (its writer stores booleans with gaps as floats)."""
@@ -267,7 +272,7 @@ def stimulus_presentations(f: h5py.File, where: str) -> pd.DataFrame:
     table["flashes_since_change"] = flashes_since_change(image_name, table["omitted"], table["is_change"])
     for name in PRESENTATIONS_INT:
         if name in table:
-            table[name] = np.asarray(pd.Series(table[name]).fillna(INT_NULL), dtype=np.int64)
+            table[name] = _int_filled(table[name])
     first = [name for name in PRESENTATIONS_ORDER if name in table]
     return pd.DataFrame({name: table[name] for name in first + sorted(set(table) - set(first))},
                         index=pd.RangeIndex(len(order), name="stimulus_presentations_id"))
@@ -278,8 +283,7 @@ def trials(f: h5py.File, where: str) -> pd.DataFrame:
     without lick_events, stimulus_change named is_change, change_frame int64 with -99 where there is no change."""
     ids, columns = read_columns(f, NWB_TRIALS, where, required=TRIALS_REQUIRED, skip=("lick_events",))
     if "change_frame" in columns:
-        frames = columns["change_frame"]
-        columns["change_frame"] = np.where(np.isnan(frames), INT_NULL, frames).astype(np.int64)
+        columns["change_frame"] = _int_filled(columns["change_frame"])
     return pd.DataFrame({"is_change" if name == "stimulus_change" else name: values for name, values in columns.items()},
                         index=pd.Index(ids, dtype="int64", name="trials_id"))
 
